@@ -1,0 +1,183 @@
+"""The ``crossover-sgd`` command line (also ``python -m crossover_sgd``).
+
+Subcommands: ``train`` (a training run, optionally spawning ``--nproc`` local ranks) and
+``launch-info`` (what each rank detects about its launch: a check of a cluster setup).
+Bad input ends with one line ``crossover-sgd: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from crossover_sgd.config import DATASETS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
+from crossover_sgd.errors import ConfigError
+
+__all__ = ["main", "build_parser", "OneLineParser", "str_bool", "execute"]
+
+PROG = "crossover-sgd"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog.split()[0]}: error: {message}\n")
+
+
+def str_bool(text: str) -> bool:
+    """argparse type for the original scripts' ``True``/``False`` strings."""
+    try:
+        return parse_bool(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add(group, *names: str, **kwargs) -> None:
+    """Add a flag under its dashed name and its underscored alias (``--batch-size``/``--batch_size``)."""
+    aliases = []
+    for name in names:
+        aliases.append(name)
+        underscored = name.replace("-", "_").replace("__", "--", 1)
+        if underscored != name:
+            aliases.append(underscored)
+    group.add_argument(*aliases, **kwargs)
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = parser.add_argument_group("algorithm")
+    _add(g, "--algorithm", default=d.algorithm, help="allreduce (planned: sgp, crossover)")
+    _add(g, "--sync-grad", type=str_bool, default=d.sync_grad, metavar="BOOL",
+         help="allreduce: average gradients before the step (True) or parameters after it (False)")
+    g = parser.add_argument_group("data and model")
+    _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
+    _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")
+    _add(g, "--model", default=d.model, help=f"one of {', '.join(MODELS)}")
+    _add(g, "--image-size", type=int, default=None, help="crop size for image folders / synthetic data")
+    _add(g, "--synthetic-samples", type=int, default=d.synthetic_samples)
+    _add(g, "--synthetic-classes", type=int, default=d.synthetic_classes)
+    _add(g, "--workers", type=int, default=d.workers, help="data-loading worker processes per rank")
+    g = parser.add_argument_group("optimisation")
+    _add(g, "--batch-size", type=int, default=d.batch_size, help="samples per micro-batch per rank")
+    _add(g, "--local-itr", "--accum-steps", type=int, default=d.local_itr,
+         help="micro-batches accumulated per optimizer step")
+    _add(g, "--epochs", type=int, default=d.epochs)
+    _add(g, "--lr", type=float, default=d.lr, help="peak learning rate")
+    _add(g, "--momentum", type=float, default=d.momentum)
+    _add(g, "--nesterov", type=str_bool, default=d.nesterov, metavar="BOOL")
+    _add(g, "--weight-decay", type=float, default=d.weight_decay)
+    _add(g, "--label-smoothing", type=float, default=d.label_smoothing)
+    _add(g, "--clip-grad-norm", type=float, default=d.clip_grad_norm, help="max gradient norm (0: off)")
+    _add(g, "--lr-schedule", default=d.lr_schedule, help=f"one of {', '.join(LR_SCHEDULES)}")
+    _add(g, "--warmup-epochs", type=float, default=d.warmup_epochs)
+    _add(g, "--poly-power", type=float, default=d.poly_power)
+    _add(g, "--poly-end", type=float, default=d.poly_end, help="poly: final lr as a fraction of the peak")
+    _add(g, "--poly-hold-epochs", type=int, default=d.poly_hold_epochs)
+    _add(g, "--step-milestones", type=int, nargs="+", default=list(d.step_milestones), metavar="EPOCH")
+    _add(g, "--step-gamma", type=float, default=d.step_gamma)
+    _add(g, "--lars", type=str_bool, default=False, metavar="BOOL", help="(planned)")
+    _add(g, "--amp", default="off", help="(planned) off, fp16 or bf16")
+    g = parser.add_argument_group("outputs")
+    _add(g, "--out", default=None, help="output directory (default: runs/<tag or algorithm>-<time>)")
+    _add(g, "--tag", default=None, help="a name for the run")
+    _add(g, "--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    _add(g, "--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs")
+    _add(g, "--checkpoint-every", type=int, default=d.checkpoint_every, help="checkpoint every N epochs")
+    _add(g, "--stop-at-step", type=int, default=None,
+         help="checkpoint and exit after this optimizer step (resume later with --resume)")
+    _add(g, "--seed", "--manual-seed", type=int, default=d.seed)
+    _add(g, "--log-level", default=d.log_level)
+    g = parser.add_argument_group("runtime")
+    _add(g, "--nproc", type=int, default=None, help="start N local ranks (the local launcher)")
+    _add(g, "--world-size", type=int, default=None, help="expected world size (checked against the launcher)")
+    _add(g, "--gpu-per-node", type=int, default=None, help="ranks per node (overrides the launcher's)")
+    _add(g, "--backend", default=d.backend, help="auto (NCCL on GPU, Gloo on CPU), nccl or gloo")
+    _add(g, "--device", default=d.device, help="auto, cpu or cuda")
+    _add(g, "--timeout", type=float, default=d.timeout, help="process-group timeout in seconds")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A TrainConfig from the parsed flags of ``add_train_flags``."""
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    values["step_milestones"] = tuple(values["step_milestones"])
+    return TrainConfig(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description="Decentralized large-minibatch training: "
+                           "AllReduce-SGD, SGP and Crossover-SGD behind one flag.")
+    from crossover_sgd import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    train = sub.add_parser("train", help="train a model (locally with --nproc, or under srun/mpirun/torchrun)")
+    add_train_flags(train)
+    info = sub.add_parser("launch-info", help="print what every rank detects about its launch, then exit")
+    info.add_argument("--gpu-per-node", "--gpu_per_node", type=int, default=None)
+    info.add_argument("--backend", default="auto")
+    info.add_argument("--device", default="auto")
+    info.add_argument("--nproc", type=int, default=None)
+    info.add_argument("--json", default=None, help="also write the gathered table to this JSON file")
+    return parser
+
+
+def execute(config_or_args, worker: Callable[..., object], command: Sequence[str]) -> int:
+    """Run ``worker`` here, or under the local launcher when ``--nproc`` is given."""
+    nproc = getattr(config_or_args, "nproc", None)
+    if nproc is None:
+        worker(config_or_args)
+        return 0
+    from crossover_sgd.runtime.launch import detect_launch
+    from crossover_sgd.runtime.local_launcher import launch_local, strip_flag
+
+    if detect_launch().launcher != "single":
+        raise ConfigError(f"--nproc {nproc} starts local ranks, but this process was already started "
+                          f"by {detect_launch().launcher}: drop --nproc")
+    return launch_local(nproc, strip_flag(command, "--nproc"))
+
+
+def _train(config: TrainConfig, command: List[str]) -> int:
+    config.validate()
+    if config.nproc is not None:
+        from crossover_sgd.training.data import preflight_data
+        from crossover_sgd.training.outputs import check_out_dir
+        from crossover_sgd.training.run import default_out_dir
+
+        if config.out is None:  # choose it once for every rank, and tell the user where it is
+            config.out = str(default_out_dir(config))
+            command = command + ["--out", config.out]
+        else:
+            check_out_dir(Path(config.out), resume=config.resume)
+        preflight_data(config)
+        print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", file=sys.stderr)
+    from crossover_sgd.training.run import run_worker
+
+    return execute(config, run_worker, command)
+
+
+def _launch_info(args: argparse.Namespace, command: List[str]) -> int:
+    from crossover_sgd.runtime.report import launch_report
+
+    return execute(args, launch_report, command)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``crossover-sgd`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(config_from_args(args), command)
+        return _launch_info(args, command)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).error("interrupted")
+        return 130

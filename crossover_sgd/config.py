@@ -1,0 +1,183 @@
+"""The configuration of one training run, and its validation.
+
+Both entry points (``crossover-sgd train`` and the legacy ``imagenet_test.py``) build a
+:class:`TrainConfig`; everything after that is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from crossover_sgd.errors import ConfigError
+
+__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "PLANNED_FEATURES", "parse_bool"]
+
+DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+           "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
+MODELS = ("small_cnn",) + RESNETS
+LR_SCHEDULES = ("constant", "step", "cosine", "poly")
+#: Features whose flags are accepted but that this version cannot run yet.
+PLANNED_FEATURES = {
+    "lars": "LARS (the lars/ optimizer wired into training)",
+    "amp": "mixed precision (--amp)",
+    "sgp": "the SGP algorithm",
+    "crossover": "the Crossover-SGD algorithm",
+    "chromosome": "Crossover-SGD model segments (--chromosome)",
+    "sync_lars": "LARS norm synchronisation (--sync_lars_start_epoch / --sync_lars_group_size)",
+}
+
+
+def parse_bool(text: str) -> bool:
+    """The original scripts' string booleans: ``True``/``False`` (any case), also 1/0, yes/no."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off"):
+        return False
+    raise ConfigError(f"{text!r} is not a boolean: use True or False")
+
+
+def not_yet(feature: str, flag: str) -> ConfigError:
+    return ConfigError(f"{flag}: {PLANNED_FEATURES[feature]} is not available in this version of "
+                       "crossover-sgd yet (planned); run without it")
+
+
+@dataclass
+class TrainConfig:
+    """All settings of a training run. Units: epochs, optimizer steps, seconds."""
+
+    # algorithm
+    algorithm: str = "allreduce"
+    sync_grad: bool = True
+    # data and model
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    model: str = "small_cnn"
+    image_size: Optional[int] = None
+    synthetic_samples: int = 2048
+    synthetic_classes: int = 10
+    workers: int = 0
+    # optimisation
+    batch_size: int = 32
+    local_itr: int = 1
+    epochs: int = 20
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    clip_grad_norm: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    poly_power: float = 2.2
+    poly_end: float = 0.0025
+    poly_hold_epochs: int = 2
+    step_milestones: Tuple[int, ...] = (30, 60, 80)
+    step_gamma: float = 0.1
+    # features of later versions (refused when asked for)
+    lars: bool = False
+    amp: str = "off"
+    # evaluation, outputs, resume
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    stop_at_step: Optional[int] = None
+    out: Optional[str] = None
+    tag: Optional[str] = None
+    resume: bool = False
+    seed: int = 0
+    log_level: str = "INFO"
+    # runtime
+    nproc: Optional[int] = None
+    world_size: Optional[int] = None
+    gpu_per_node: Optional[int] = None
+    backend: str = "auto"
+    device: str = "auto"
+    timeout: float = 300.0
+    # explicitly requested features of later versions: {flag: feature}
+    requested_planned: Dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["step_milestones"] = list(self.step_milestones)
+        return data
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in fields(cls)]
+
+    def validate(self) -> "TrainConfig":
+        """Check every value that can be checked without touching files; raise ConfigError."""
+        from crossover_sgd.algorithms import ALGORITHMS, PLANNED_ALGORITHMS
+
+        for flag, feature in self.requested_planned.items():
+            raise not_yet(feature, flag)
+        if self.algorithm in PLANNED_ALGORITHMS:
+            raise not_yet(self.algorithm, f"--algorithm {self.algorithm}")
+        _choice("--algorithm", self.algorithm, tuple(ALGORITHMS))
+        _choice("--dataset", self.dataset, DATASETS)
+        _choice("--model", self.model, MODELS)
+        _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("--backend", self.backend, ("auto", "nccl", "gloo"))
+        _choice("--device", self.device, ("auto", "cpu", "cuda"))
+        if self.lars:
+            raise not_yet("lars", "--lars")
+        if self.amp != "off":
+            raise not_yet("amp", "--amp")
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--local-itr", self.local_itr, 1)
+        _at_least("--epochs", self.epochs, 1)
+        _at_least("--eval-every", self.eval_every, 1)
+        _at_least("--checkpoint-every", self.checkpoint_every, 1)
+        _at_least("--workers", self.workers, 0)
+        _at_least("--synthetic-samples", self.synthetic_samples, 1)
+        _at_least("--synthetic-classes", self.synthetic_classes, 2)
+        for flag, value in (("--lr", self.lr), ("--momentum", self.momentum),
+                            ("--weight-decay", self.weight_decay), ("--clip-grad-norm", self.clip_grad_norm),
+                            ("--warmup-epochs", self.warmup_epochs), ("--poly-power", self.poly_power),
+                            ("--step-gamma", self.step_gamma)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{flag} {value} is invalid: use a finite number >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing {self.label_smoothing} is invalid: use 0 <= value < 1")
+        if not 0 <= self.poly_end <= 1:
+            raise ConfigError(f"--poly-end {self.poly_end} is invalid: use 0 <= value <= 1")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("--nesterov needs a momentum > 0")
+        hold = self.poly_hold_epochs if self.lr_schedule == "poly" else 0
+        if self.warmup_epochs + hold >= self.epochs and self.warmup_epochs > 0:
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs:g} (+ {hold} held epochs) is not shorter "
+                              f"than training ({self.epochs} epochs): use fewer warmup epochs")
+        if self.image_size is not None:
+            _at_least("--image-size", self.image_size, 8)
+        if self.timeout <= 0:
+            raise ConfigError(f"--timeout {self.timeout} is invalid: use a number of seconds > 0")
+        if self.nproc is not None:
+            _at_least("--nproc", self.nproc, 1)
+            if self.world_size is not None and self.world_size != self.nproc:
+                raise ConfigError(f"--world_size {self.world_size} disagrees with --nproc {self.nproc}")
+        if self.world_size is not None:
+            _at_least("--world_size", self.world_size, 1)
+        if self.gpu_per_node is not None:
+            _at_least("--gpu_per_node", self.gpu_per_node, 1)
+            known = self.nproc or self.world_size
+            if known is not None and known % self.gpu_per_node:
+                raise ConfigError(f"--gpu_per_node {self.gpu_per_node} does not divide the world size "
+                                  f"{known}: use a divisor of {known}")
+        if self.stop_at_step is not None:
+            _at_least("--stop-at-step", self.stop_at_step, 1)
+        if self.dataset in ("imagefolder", "imagenet", "cifar10", "mnist") and not self.data_dir:
+            raise ConfigError(f"--dataset {self.dataset} needs --data-dir DIR (data is never downloaded)")
+        return self
+
+
+def _choice(flag: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r} is unknown: choose one of {', '.join(choices)}")
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} {value} is invalid: use an integer >= {low}")

@@ -1,0 +1,9 @@
+"""Errors that reach the user as one clear line."""
+
+
+class ConfigError(ValueError):
+    """Bad user input: a flag value, a path, a checkpoint. Printed as one line, exit code 2."""
+
+
+class PeerError(RuntimeError):
+    """A peer process died or stopped answering."""

@@ -1,0 +1,111 @@
+"""Device and backend choice, and the torch.distributed process group of a run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from crossover_sgd.errors import ConfigError
+from crossover_sgd.runtime.launch import LaunchInfo, resolve_rendezvous
+
+__all__ = ["DistContext", "select_device", "select_backend", "init_distributed", "shutdown"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """The process group of a run and this rank's place in it.
+
+    ``local_rank``/``local_size``/``node_id`` describe the *logical* nodes the hierarchical
+    algorithms use: the launcher's placement, or ``--gpu_per_node`` consecutive ranks per node.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_size: int
+    node_id: int
+    device: torch.device
+    backend: str
+    launcher: str
+    timeout_s: float
+
+    @property
+    def num_nodes(self) -> int:
+        return self.world_size // self.local_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def select_device(info: LaunchInfo, requested: str = "auto") -> torch.device:
+    """One GPU per process, chosen by the launcher's local rank among the visible GPUs.
+
+    ``CUDA_VISIBLE_DEVICES`` is honoured because torch only sees the listed GPUs: with one
+    visible GPU per task (``srun --gpus-per-task=1``) every rank takes ``cuda:0``.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {requested!r} is not one of: auto, cpu, cuda")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to this process")
+    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+
+
+def select_backend(device: torch.device, requested: str = "auto") -> str:
+    """NCCL on GPUs, Gloo on CPUs, unless ``requested`` names one."""
+    if requested not in ("auto", "nccl", "gloo"):
+        raise ConfigError(f"--backend {requested!r} is not one of: auto, nccl, gloo")
+    if requested == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested == "nccl" and device.type != "cuda":
+        raise ConfigError("--backend nccl needs GPUs, but this run is on the CPU: use --backend gloo")
+    return requested
+
+
+def logical_placement(info: LaunchInfo, gpu_per_node: Optional[int]) -> tuple:
+    """(local_rank, local_size, node_id), with ``gpu_per_node`` overriding the launcher's."""
+    if gpu_per_node is None:
+        return info.local_rank, info.local_size, info.node_id
+    if gpu_per_node < 1 or info.world_size % gpu_per_node:
+        raise ConfigError(
+            f"--gpu_per_node {gpu_per_node} does not divide the world size {info.world_size}: "
+            f"use a divisor of {info.world_size}")
+    return info.rank % gpu_per_node, gpu_per_node, info.rank // gpu_per_node
+
+
+def init_distributed(info: LaunchInfo, *, device: torch.device, backend: str, timeout_s: float,
+                     gpu_per_node: Optional[int] = None) -> DistContext:
+    """Create the default process group (a one-rank group for a single process)."""
+    local_rank, local_size, node_id = logical_placement(info, gpu_per_node)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=timeout_s)
+    if info.world_size == 1:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    else:
+        info = resolve_rendezvous(info)
+        os.environ.setdefault("MASTER_ADDR", str(info.master_addr))
+        os.environ.setdefault("MASTER_PORT", str(info.master_port))
+        log.debug("rendezvous tcp://%s:%s rank %d/%d", info.master_addr, info.master_port,
+                  info.rank, info.world_size)
+        dist.init_process_group(backend, init_method=f"tcp://{info.master_addr}:{info.master_port}",
+                                rank=info.rank, world_size=info.world_size, timeout=timeout,
+                                device_id=device if device.type == "cuda" else None)
+    return DistContext(info.rank, info.world_size, local_rank, local_size, node_id, device, backend,
+                       info.launcher, timeout_s)
+
+
+def shutdown() -> None:
+    """Destroy the process group if there is one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,2 @@
+"""The training loop shared by every algorithm, and what it needs: data, models, schedules,
+checkpoints and outputs."""

@@ -1,0 +1,78 @@
+"""Checkpoints: one file per rank per saved step, published by a ``latest.json`` marker.
+
+Layout under ``OUT/checkpoints/``::
+
+    step00000120/rank0.pt ... rank{n-1}.pt    every rank's full training state at step 120
+    latest.json                               {"step": 120, "world_size": n}  (written last)
+
+Each file is written atomically; rank 0 writes ``latest.json`` only after every rank has saved
+(a barrier), then removes older step folders. A run killed at any moment therefore resumes from
+a complete, consistent step. Loading checks the format tag and that the run matches.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from crossover_sgd.atomic import atomic_write, atomic_write_json
+from crossover_sgd.errors import ConfigError
+
+__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "load_checkpoint"]
+
+FORMAT = "crossover-sgd-checkpoint"
+VERSION = 1
+#: Fields that must agree between a checkpoint and the run that resumes it.
+MUST_MATCH = ("world_size", "algorithm", "model", "dataset", "batch_size", "local_itr")
+
+
+def _step_dir(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step{step:08d}"
+
+
+def save_checkpoint(out: Path, rank: int, step: int, state: Dict[str, Any]) -> Path:
+    """Write this rank's state for ``step``; call :func:`publish_checkpoint` after a barrier."""
+    path = _step_dir(out, step) / f"rank{rank}.pt"
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, "version": VERSION, **state}, handle))
+    return path
+
+
+def publish_checkpoint(out: Path, step: int, world_size: int) -> None:
+    """Rank 0, once every rank has saved ``step``: point ``latest.json`` at it, drop older ones."""
+    atomic_write_json(out / "checkpoints" / "latest.json", {"step": step, "world_size": world_size})
+    keep = _step_dir(out, step).name
+    for old in (out / "checkpoints").glob("step*"):
+        if old.is_dir() and old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
+                    map_location: torch.device) -> Dict[str, Any]:
+    """This rank's state of the latest published step; ConfigError if missing, broken or foreign."""
+    marker = out / "checkpoints" / "latest.json"
+    try:
+        step = int(json.loads(marker.read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"--resume: {marker} is missing or unreadable") from None
+    path = _step_dir(out, step) / f"rank{rank}.pt"
+    if not path.is_file():
+        raise ConfigError(f"--resume: checkpoint {path} is missing (was the run started with more ranks?)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ConfigError(f"--resume: checkpoint {path} is truncated or not a torch file "
+                          f"({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"--resume: {path} is not a crossover-sgd checkpoint")
+    if state.get("version") != VERSION:
+        raise ConfigError(f"--resume: {path} has checkpoint version {state.get('version')}, "
+                          f"this crossover-sgd reads version {VERSION}")
+    for key in MUST_MATCH:
+        if state.get(key) != expected[key]:
+            raise ConfigError(f"--resume: checkpoint {path} was written with {key}={state.get(key)!r}, "
+                              f"but this run has {key}={expected[key]!r}")
+    return state

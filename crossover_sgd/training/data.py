@@ -1,0 +1,155 @@
+"""Data sets: the embedded default (8x8 digits), ImageFolder/ImageNet, CIFAR-10, MNIST, synthetic.
+
+Nothing is ever downloaded: CIFAR-10 and MNIST are read from ``--data-dir`` in torchvision's
+layout, ImageNet-style data from ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from crossover_sgd.config import TrainConfig
+from crossover_sgd.errors import ConfigError
+
+__all__ = ["DatasetBundle", "build_datasets", "SyntheticImages", "load_digits"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DatasetBundle:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+class SyntheticImages(Dataset):
+    """Random images (deterministic per index) with labels ``index % classes``: for throughput."""
+
+    def __init__(self, length: int, classes: int, channels: int = 3, size: int = 224, seed: int = 0):
+        self.length, self.classes, self.shape, self.seed = length, classes, (channels, size, size), seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return torch.randn(self.shape, generator=generator), index % self.classes
+
+
+def load_digits(val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package), split
+    into a fixed train/validation partition and standardised with the training statistics."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1797))
+    n_val = int(len(labels) * val_fraction)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+    return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[val_idx], labels[val_idx])
+
+
+def _image_folder(root: Path, size: int) -> Tuple[Dataset, Dataset, int]:
+    from torchvision import datasets, transforms
+
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), normalize])
+    val_tf = transforms.Compose([transforms.Resize(max(size, round(size * 256 / 224))),
+                                 transforms.CenterCrop(size), transforms.ToTensor(), normalize])
+    _check_split_folders(root, scan=False)
+    try:
+        train = datasets.ImageFolder(str(root / "train"), train_tf)
+        val = datasets.ImageFolder(str(root / "val"), val_tf)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise ConfigError(f"--data-dir {root}: no images found ({str(exc).splitlines()[0]})") from None
+    if train.classes != val.classes:
+        raise ConfigError(f"--data-dir {root}: train/ has {len(train.classes)} classes but val/ has "
+                          f"{len(val.classes)}; they must hold the same class folders")
+    return train, val, len(train.classes)
+
+
+def _torchvision_set(name: str, root: Path) -> Tuple[Dataset, Dataset]:
+    from torchvision import datasets, transforms
+
+    if name == "cifar10":
+        normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+        train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                       transforms.ToTensor(), normalize])
+        val_tf = transforms.Compose([transforms.ToTensor(), normalize])
+        cls, layout = datasets.CIFAR10, "cifar-10-batches-py/"
+    else:
+        train_tf = val_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+        cls, layout = datasets.MNIST, "MNIST/raw/"
+    try:
+        return (cls(str(root), train=True, transform=train_tf, download=False),
+                cls(str(root), train=False, transform=val_tf, download=False))
+    except RuntimeError:
+        raise ConfigError(f"--data-dir {root}: no {name} data found (expected {root}/{layout}; "
+                          "crossover-sgd never downloads data)") from None
+
+
+def build_datasets(config: TrainConfig) -> DatasetBundle:
+    """The train and validation sets ``config`` asks for; ConfigError if they cannot be read."""
+    name = config.dataset
+    if name == "digits":
+        train, val = load_digits()
+        return DatasetBundle(train, val, 10, 1, 8)
+    if name == "synthetic":
+        size = config.image_size or 224
+        return DatasetBundle(SyntheticImages(config.synthetic_samples, config.synthetic_classes, 3, size, seed=1),
+                             SyntheticImages(max(64, config.synthetic_samples // 8), config.synthetic_classes, 3,
+                                             size, seed=2),
+                             config.synthetic_classes, 3, size)
+    root = Path(str(config.data_dir)).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"--data-dir {root} does not exist or is not a directory")
+    if name in ("imagefolder", "imagenet"):
+        size = config.image_size or 224
+        train, val, classes = _image_folder(root, size)
+        return DatasetBundle(train, val, classes, 3, size)
+    train, val = _torchvision_set(name, root)
+    return DatasetBundle(train, val, 10, 3 if name == "cifar10" else 1, 32 if name == "cifar10" else 28)
+
+
+def _has_image(folder: Path) -> bool:
+    """True as soon as one file with an image extension is found below ``folder``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    for _root, _dirs, files in os.walk(folder):
+        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+            return True
+    return False
+
+
+def preflight_data(config: TrainConfig) -> None:
+    """Cheap checks of ``--data-dir`` (no full scan), run once before local ranks start."""
+    if config.dataset in ("digits", "synthetic"):
+        return
+    root = Path(str(config.data_dir)).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"--data-dir {root} does not exist or is not a directory")
+    if config.dataset in ("imagefolder", "imagenet"):
+        _check_split_folders(root, scan=True)
+
+
+def _check_split_folders(root: Path, scan: bool) -> None:
+    """``root/train`` and ``root/val`` exist (and, with ``scan``, each holds an image)."""
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConfigError(f"--data-dir {root}: no '{split}' folder inside "
+                              "(expected DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg)")
+        if scan and not _has_image(root / split):
+            raise ConfigError(f"--data-dir {root}: no images found under {split}/")

@@ -1,0 +1,50 @@
+"""Models: a small CNN for the default data, and the torchvision ResNet family.
+
+ResNets keep torchvision's module names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``),
+which Crossover-SGD's ``coarse``/``fine`` segments are cut along. For inputs smaller than 64
+pixels the stem becomes a 3x3 stride-1 convolution without max-pooling (the usual CIFAR variant),
+and the first convolution takes the data's number of channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crossover_sgd.config import RESNETS
+
+__all__ = ["SmallCNN", "build_model"]
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 convolutions and a linear classifier; trains on 8x8 digits in seconds."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.classifier = nn.Linear(2 * width * 16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:
+    """A freshly initialised model (no pretrained weights are ever downloaded)."""
+    if name == "small_cnn":
+        return SmallCNN(num_classes, in_channels)
+    if name not in RESNETS:
+        raise ValueError(f"unknown model {name!r}")
+    import torchvision.models as tvm
+
+    model = getattr(tvm, name)(weights=None, num_classes=num_classes)
+    if image_size < 64 or in_channels != 3:
+        small = image_size < 64
+        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, kernel_size=3 if small else 7,
+                                stride=1 if small else 2, padding=1 if small else 3, bias=False)
+        if small:
+            model.maxpool = nn.Identity()
+    return model

@@ -1,0 +1,53 @@
+"""What a run writes to ``--out``: per-rank metrics CSV, ``config.json``, ``summary.json``.
+
+Every file is written atomically (a reader sees the previous version or the new one).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from crossover_sgd.atomic import atomic_write_text
+from crossover_sgd.errors import ConfigError
+
+__all__ = ["METRIC_COLUMNS", "MetricsLog", "check_out_dir", "RUN_MARKERS"]
+
+METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "lr",
+                  "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "wall_time_s")
+#: Files or folders whose presence means a directory already holds a run.
+RUN_MARKERS = ("summary.json", "config.json", "checkpoints")
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to write into a directory that holds another run, unless resuming it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    held = [m for m in RUN_MARKERS if (out / m).exists()] + [p.name for p in out.glob("metrics_rank*.csv")]
+    if held and not resume:
+        raise ConfigError(f"--out {out} already holds a run ({held[0]}): pass --resume to continue it, "
+                          "or choose another directory")
+    if resume and not (out / "checkpoints" / "latest.json").is_file():
+        raise ConfigError(f"--resume: {out} holds no checkpoint to resume from "
+                          "(expected checkpoints/latest.json)")
+
+
+class MetricsLog:
+    """``metrics_rank{R}.csv``: one row per evaluation, rewritten atomically on every append."""
+
+    def __init__(self, out: Path, rank: int, rows: Sequence[Dict[str, float]] = ()):
+        self.path = out / f"metrics_rank{rank}.csv"
+        self.rows: List[Dict[str, float]] = [dict(r) for r in rows]
+
+    def append(self, row: Dict[str, float]) -> None:
+        self.rows.append({k: row[k] for k in METRIC_COLUMNS})
+        self.write()
+
+    def write(self) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, text.getvalue())

@@ -1,0 +1,115 @@
+"""One rank of a training run: detect the launch, check everything, train, write the summary.
+
+Every check that can fail on user input runs before the process group starts and before any
+file is written, on every rank; a barrier then separates checking from writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from crossover_sgd.algorithms import build_algorithm
+from crossover_sgd.atomic import atomic_write_json
+from crossover_sgd.config import TrainConfig
+from crossover_sgd.errors import ConfigError
+from crossover_sgd.logs import add_log_file, setup_logging
+from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
+from crossover_sgd.runtime.process_group import (init_distributed, logical_placement, select_backend,
+                                                 select_device, shutdown)
+from crossover_sgd.training.checkpoint import load_checkpoint
+from crossover_sgd.training.data import build_datasets
+from crossover_sgd.training.outputs import check_out_dir
+from crossover_sgd.training.trainer import Trainer
+
+__all__ = ["run_worker", "default_out_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def default_out_dir(config: TrainConfig) -> Path:
+    """``runs/<tag or algorithm>-<date-time>``, made unique if it exists."""
+    base = Path("runs") / f"{config.tag or config.algorithm}-{datetime.now():%Y%m%d-%H%M%S}"
+    out, n = base, 1
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out
+
+
+def check_world_size(config: TrainConfig, info: LaunchInfo) -> None:
+    if config.world_size is not None and config.world_size != info.world_size:
+        raise ConfigError(f"--world_size {config.world_size} disagrees with the launcher: {info.launcher} "
+                          f"started {info.world_size} rank(s)")
+
+
+def run_worker(config: TrainConfig) -> Dict[str, Any]:
+    """Train as one rank of the job this process was launched into; return the run's result."""
+    started = time.perf_counter()
+    info = detect_launch()
+    setup_logging(info.rank, config.log_level)
+    check_world_size(config, info)
+    logical_placement(info, config.gpu_per_node)
+    device = select_device(info, config.device)
+    backend = select_backend(device, config.backend)
+    data = build_datasets(config)
+    resume_state: Optional[Dict[str, Any]] = None
+    if config.out is not None:
+        out = Path(config.out)
+        check_out_dir(out, config.resume)
+        if config.resume:
+            expected = {"world_size": info.world_size, "algorithm": config.algorithm, "model": config.model,
+                        "dataset": config.dataset, "batch_size": config.batch_size, "local_itr": config.local_itr}
+            resume_state = load_checkpoint(out, info.rank, expected, device)
+    elif config.resume:
+        raise ConfigError("--resume needs --out DIR naming the run to continue")
+
+    ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
+                           gpu_per_node=config.gpu_per_node)
+    try:
+        chosen = [str(config.out) if config.out is not None else str(default_out_dir(config))]
+        dist.broadcast_object_list(chosen, src=0)
+        out = Path(chosen[0])
+        algorithm = build_algorithm(ctx, config)
+        trainer = Trainer(config, ctx, data, algorithm, out)  # may still refuse the input: writes nothing
+        dist.barrier()  # every rank has checked its input; from here on files are written
+        out.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:
+            add_log_file(out / "train.log", ctx.rank)
+            log.info("%s: %d rank(s) via %s, backend %s, device %s, out %s", config.algorithm,
+                     ctx.world_size, ctx.launcher, ctx.backend, device, out)
+            if not config.resume:
+                atomic_write_json(out / "config.json", config.to_dict())
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
+        result = trainer.fit()
+        finals = [None] * ctx.world_size
+        dist.all_gather_object(finals, result["final"])
+        summary = {
+            "status": "stopped" if result["stopped"] else "finished",
+            "config": config.to_dict(), "world_size": ctx.world_size, "launcher": ctx.launcher,
+            "backend": ctx.backend, "device": device.type, "local_size": ctx.local_size,
+            "epochs_done": result["epoch"], "steps_done": result["step"],
+            "steps_per_epoch": trainer.steps_per_epoch,
+            "global_batch": config.batch_size * config.local_itr * ctx.world_size,
+            "final_val_acc": [f["val_acc"] if f else None for f in finals],
+            "final_val_loss": [f["val_loss"] if f else None for f in finals],
+            "comm": algorithm.comm.as_dict(),
+            "wall_time_s": round(trainer.wall_time(), 3),
+            "process_time_s": round(time.perf_counter() - started, 3),
+            "torch": torch.__version__,
+        }
+        if ctx.is_main:
+            atomic_write_json(out / "summary.json", summary)
+            accs = [a for a in summary["final_val_acc"] if a is not None]
+            if accs:
+                log.info("done: val_acc per rank %s; outputs in %s", ", ".join(f"{a:.4f}" for a in accs), out)
+        dist.barrier()
+        return summary
+    finally:
+        shutdown()

@@ -1,0 +1,212 @@
+"""The one training loop. It drives an :class:`~crossover_sgd.algorithms.Algorithm` through its
+hooks and knows no algorithm by name."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from crossover_sgd.algorithms import Algorithm
+from crossover_sgd.config import TrainConfig
+from crossover_sgd.errors import ConfigError
+from crossover_sgd.runtime.process_group import DistContext
+from crossover_sgd.training.checkpoint import publish_checkpoint, save_checkpoint
+from crossover_sgd.training.data import DatasetBundle
+from crossover_sgd.training.models import build_model
+from crossover_sgd.training.outputs import MetricsLog
+from crossover_sgd.training.sampler import ShardSampler
+from crossover_sgd.training.schedule import LRSchedule
+
+__all__ = ["Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Train ``config.model`` on ``data`` with ``algorithm``, writing outputs under ``out``."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, data: DatasetBundle, algorithm: Algorithm,
+                 out: Path):
+        self.config, self.ctx, self.data, self.algorithm, self.out = config, ctx, data, algorithm, out
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, data.num_classes, data.in_channels, data.image_size).to(ctx.device)
+        self.train_model = algorithm.prepare(self.model)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        chunk = config.batch_size * config.local_itr
+        self.sampler = ShardSampler(len(data.train), ctx.rank, ctx.world_size, seed=config.seed, chunk=chunk)
+        self.steps_per_epoch = self.sampler.per_rank // chunk
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} x --local-itr {config.local_itr} x {ctx.world_size} ranks "
+                f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
+        self.loader_rng = torch.Generator()
+        self.loader = DataLoader(data.train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=config.workers, pin_memory=ctx.device.type == "cuda",
+                                 generator=self.loader_rng, persistent_workers=False)
+        self.schedule = LRSchedule.from_config(config, self.steps_per_epoch)
+        self.metrics = MetricsLog(out, ctx.rank)
+        self.step, self.epoch, self.micro_in_epoch = 0, 0, 0
+        self.loss_sum = torch.zeros((), device=ctx.device)
+        self.loss_count = 0
+        self.elapsed_before = 0.0  # wall time of earlier segments of a resumed run
+        self.started = time.perf_counter()
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> Dict[str, Any]:
+        cfg = self.config
+        return {
+            "world_size": self.ctx.world_size, "algorithm": cfg.algorithm, "model": cfg.model,
+            "dataset": cfg.dataset, "batch_size": cfg.batch_size, "local_itr": cfg.local_itr,
+            "rank": self.ctx.rank, "step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
+            "model_state": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "algorithm_state": self.algorithm.state_dict(), "rng": torch.get_rng_state(),
+            "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
+            "metrics": self.metrics.rows, "elapsed_s": self.wall_time(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.algorithm.load_state_dict(state["algorithm_state"])
+        torch.set_rng_state(state["rng"].cpu())
+        self.step, self.epoch, self.micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
+        self.loss_sum = state["loss_sum"].to(self.ctx.device)
+        self.loss_count = state["loss_count"]
+        self.metrics.rows = [dict(r) for r in state["metrics"]]
+        self.metrics.write()
+        self.elapsed_before = float(state["elapsed_s"])
+        log.info("resumed at epoch %d, step %d", self.epoch, self.step)
+
+    def wall_time(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.out, self.ctx.rank, self.step, self.state_dict())
+        dist.barrier()
+        if self.ctx.is_main:
+            publish_checkpoint(self.out, self.step, self.ctx.world_size)
+        dist.barrier()
+
+    # ----------------------------------------------------------------------------- training
+    def set_lr(self) -> float:
+        lr = self.config.lr * self.schedule.factor(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, batches) -> None:
+        """One optimizer step over ``local_itr`` micro-batches."""
+        cfg, device = self.config, self.ctx.device
+        self.set_lr()
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (inputs, targets) in enumerate(batches):
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with self.algorithm.micro_batch(is_last=i == cfg.local_itr - 1):
+                loss = self.criterion(self.train_model(inputs), targets)
+                (loss / cfg.local_itr).backward()
+            self.loss_sum += loss.detach()
+            self.loss_count += 1
+        self.algorithm.before_step(self.optimizer)
+        if cfg.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+        self.optimizer.step()
+        self.algorithm.after_step(self.optimizer)
+        self.step += 1
+        self.micro_in_epoch += cfg.local_itr
+
+    def fit(self) -> Dict[str, Any]:
+        """Train to the last epoch (or ``--stop-at-step``); return the final evaluation."""
+        cfg = self.config
+        stopped = False
+        progress = self._progress()
+        while self.epoch < cfg.epochs and not stopped:
+            self.sampler.set_epoch(self.epoch, skip=self.micro_in_epoch * cfg.batch_size)
+            self.loader_rng.manual_seed(cfg.seed * 1_000_003 + self.epoch * 1_009 + self.ctx.rank * 7
+                                        + self.micro_in_epoch)
+            batches = iter(self.loader)
+            first = self.step - self.epoch * self.steps_per_epoch
+            if progress is not None:
+                progress.reset(total=self.steps_per_epoch)
+                progress.update(first)
+                progress.set_description(f"epoch {self.epoch + 1}/{cfg.epochs}")
+            for _ in range(first, self.steps_per_epoch):
+                self.train_step([next(batches) for _ in range(cfg.local_itr)])
+                if progress is not None:
+                    progress.update(1)
+                if cfg.stop_at_step is not None and self.step >= cfg.stop_at_step:
+                    stopped = True
+                    break
+            if stopped:
+                break
+            self.epoch, self.micro_in_epoch = self.epoch + 1, 0
+            last = self.epoch == cfg.epochs
+            if self.epoch % cfg.eval_every == 0 or last:
+                self._evaluate_and_record()
+            if self.epoch % cfg.checkpoint_every == 0 or last:
+                self.checkpoint()
+        if progress is not None:
+            progress.close()
+        if stopped:
+            log.info("stopping at step %d as asked (--stop-at-step); resume with --resume", self.step)
+            self.checkpoint()
+        return {"stopped": stopped, "step": self.step, "epoch": self.epoch,
+                "final": self.metrics.rows[-1] if self.metrics.rows else None}
+
+    def _progress(self):
+        if not (self.ctx.is_main and sys.stderr.isatty()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.steps_per_epoch, unit="step", dynamic_ncols=True, leave=False)
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        """Validation loss and accuracy of this rank's model (sharded when replicas are identical)."""
+        model = self.algorithm.eval_model()
+        model.eval()
+        val = self.data.val
+        shard = self.algorithm.replicas_identical and self.ctx.world_size > 1
+        if shard:
+            val = Subset(val, range(self.ctx.rank, len(val), self.ctx.world_size))
+        loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.config.workers)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss sum, correct, count
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(self.ctx.device), targets.to(self.ctx.device)
+            logits = model(inputs)
+            totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+            totals[1] += (logits.argmax(1) == targets).sum()
+            totals[2] += targets.numel()
+        if shard:
+            dist.all_reduce(totals)
+        model.train()
+        loss_sum, correct, count = totals.tolist()
+        return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1)}
+
+    def _evaluate_and_record(self) -> None:
+        result = self.evaluate()
+        train_loss = (self.loss_sum / max(self.loss_count, 1)).item()
+        if not math.isfinite(train_loss):
+            log.warning("training loss is %s at epoch %d: the run diverged", train_loss, self.epoch)
+        comm = self.algorithm.comm
+        row = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
+               "lr": self.optimizer.param_groups[0]["lr"], "comm_bytes_sent": comm.bytes_sent,
+               "comm_bytes_recv": comm.bytes_recv, "comm_seconds": round(comm.seconds, 6),
+               "wall_time_s": round(self.wall_time(), 3), **result}
+        self.metrics.append(row)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        log.info("epoch %d/%d step %d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.4g  (%.1f s)",
+                 self.epoch, self.config.epochs, self.step, train_loss, result["val_loss"], result["val_acc"],
+                 row["lr"], row["wall_time_s"])
