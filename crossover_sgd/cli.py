@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -17,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 from crossover_sgd.config import DATASETS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["main", "build_parser", "OneLineParser", "str_bool", "execute"]
+__all__ = ["main", "build_parser", "OneLineParser", "str_bool", "run_train", "report_errors"]
 
 PROG = "crossover-sgd"
 
@@ -141,7 +140,8 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
     return launch_local(nproc, strip_flag(command, "--nproc"))
 
 
-def _train(config: TrainConfig, command: List[str]) -> int:
+def run_train(config: TrainConfig, command: List[str]) -> int:
+    """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank."""
     config.validate()
     if config.nproc is not None:
         from crossover_sgd.training.data import preflight_data
@@ -171,13 +171,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return report_errors(lambda: run_train(config_from_args(args), command))
+    return report_errors(lambda: _launch_info(args, command))
+
+
+def report_errors(action: Callable[[], int], prog: str = PROG) -> int:
+    """Run ``action``; bad input becomes one line on stderr and exit code 2."""
     try:
-        if args.command == "train":
-            return _train(config_from_args(args), command)
-        return _launch_info(args, command)
+        return action()
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        logging.getLogger(__name__).error("interrupted")
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130

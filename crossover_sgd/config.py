@@ -112,10 +112,10 @@ class TrainConfig:
         """Check every value that can be checked without touching files; raise ConfigError."""
         from crossover_sgd.algorithms import ALGORITHMS, PLANNED_ALGORITHMS
 
-        for flag, feature in self.requested_planned.items():
-            raise not_yet(feature, flag)
         if self.algorithm in PLANNED_ALGORITHMS:
             raise not_yet(self.algorithm, f"--algorithm {self.algorithm}")
+        for flag, feature in self.requested_planned.items():
+            raise not_yet(feature, flag)
         _choice("--algorithm", self.algorithm, tuple(ALGORITHMS))
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--model", self.model, MODELS)

@@ -183,12 +183,15 @@ class CrossoverSchedule:
         round = operator.index(round)
         if round < 0:
             raise ValueError(f"round must be >= 0, got round={round}")
+        out = np.zeros((self.num_segments, self.n), dtype=np.int64)
         if self.n == 1:
-            return np.zeros((self.num_segments, 1), dtype=np.int64)
+            return out
         if not self.segmented:
-            row = self._draw(round, 0)
-            return np.broadcast_to(row, (self.num_segments, self.n)).copy()
-        return np.stack([self._draw(round, s) for s in range(self.num_segments)])
+            out[:] = self._draw(round, 0)
+            return out
+        for s in range(self.num_segments):
+            out[s] = self._draw(round, s)
+        return out
 
     def peers(self, round: int) -> PeerMap:
         """The :class:`PeerMap` of ``round``."""

@@ -63,7 +63,7 @@ _TWO64 = 1 << 64
 # Upper bound on the raw words read per vectorised attempt (speed only; the
 # accepted block, and thus the result, does not depend on it).
 _WORDS_PER_ATTEMPT = 4096
-_MAX_BLOCKS_PER_ATTEMPT = 8
+_MAX_BLOCKS_PER_ATTEMPT = 4
 
 
 def _nonneg_int(name: str, value: int) -> int:
@@ -110,13 +110,12 @@ def sample_derangement(n: int, bit_generator: np.random.PCG64) -> np.ndarray:
     blocks = max(1, min(_MAX_BLOCKS_PER_ATTEMPT, _WORDS_PER_ATTEMPT // n))
     while True:
         words = bit_generator.random_raw(blocks * n).reshape(blocks, n)
-        perms = np.argsort(words, axis=1, kind="stable")
-        ordered = np.take_along_axis(words, perms, axis=1)
-        tie_free = np.all(ordered[:, 1:] != ordered[:, :-1], axis=1)
-        deranged = np.all(perms != identity, axis=1)
-        accepted = np.flatnonzero(tie_free & deranged)
-        if accepted.size:
-            return perms[accepted[0]].astype(np.int64)
+        # argsort's tie order is irrelevant: blocks with ties are rejected below
+        perms = words.argsort(axis=1)
+        for b in np.flatnonzero(~(perms == identity).any(axis=1)).tolist():
+            ordered = np.sort(words[b])
+            if (ordered[1:] != ordered[:-1]).all():
+                return perms[b].astype(np.int64, copy=False)
 
 
 def _uniform_below(m: int, size: int, bit_generator: np.random.PCG64) -> np.ndarray:

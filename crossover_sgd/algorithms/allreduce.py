@@ -50,8 +50,7 @@ class AllReduceSGD(Algorithm):
             self._flat = FlatParams(model_state_tensors(model))
             return model
         device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        self._ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=True,
-                                            gradient_as_bucket_view=True)
+        self._ddp = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
         self._ddp.register_comm_hook(self.comm, _counting_allreduce_hook)
         return self._ddp
 

@@ -1,0 +1,204 @@
+"""Multi-tensor LARS math (``torch._foreach_*``), free of host synchronisation.
+
+Nothing here reads a tensor value on the host: no ``.item()``, no ``float(t)``, no
+Python branch on tensor data. Per-tensor factors (trust ratios, the momentum
+correction) are computed as small device vectors and applied with foreach ops that
+take one 0-D tensor per list element; the zero-norm fallback uses ``torch.where``
+and a skipped mixed-precision step (``found_inf != 0``) is masked out with tensor
+ops. All tensors of one call must share a device and a dtype.
+"""
+
+from __future__ import annotations
+
+from typing import overload
+
+import torch
+from torch import Tensor
+
+from .options import MXNET
+
+# A factor applied per tensor: one Python number, one 0-D tensor for every tensor
+# of the list, or a list with one 0-D tensor per tensor.
+Factor = float | Tensor | list[Tensor]
+
+
+@overload
+def trust_ratio(w_norm: float, g_norm: float, wd: float, eta: float, eps: float) -> float: ...
+@overload
+def trust_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: float,
+                eps: float) -> Tensor: ...
+
+
+def trust_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: float,
+                eps: float) -> Tensor | float:
+    """LARS trust ratio ``eta * ||w|| / (||g|| + wd * ||w|| + eps)``; 1 where a norm is 0.
+
+    Works elementwise on tensors (no host sync; NaN norms give NaN) and on Python
+    numbers (returns a float). Example: ``trust_ratio(1.234, 5.678, 1e-4, 1e-3, 1e-8)``
+    is ``0.000217325...``.
+    """
+    if not isinstance(w_norm, Tensor) and not isinstance(g_norm, Tensor):
+        w, g = float(w_norm), float(g_norm)
+        if w == 0.0 or g == 0.0:
+            return 1.0
+        return eta * w / (g + wd * w + eps)
+    like = w_norm if isinstance(w_norm, Tensor) else g_norm
+    w = torch.as_tensor(w_norm, dtype=like.dtype, device=like.device)
+    g = torch.as_tensor(g_norm, dtype=like.dtype, device=like.device)
+    ratio = eta * w / (g + wd * w + eps)
+    return torch.where((w == 0) | (g == 0), torch.ones_like(ratio), ratio)
+
+
+def coef_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of norms and per-tensor factors for parameters of ``dtype`` (at least float32)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def stacked_norms(tensors: list[Tensor]) -> Tensor:
+    """L2 norms of ``tensors`` as one 1-D vector (accumulated in at least float32)."""
+    dtype = coef_dtype(tensors[0].dtype)
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+
+
+def _add_scaled_(targets: list[Tensor], factor: Factor, sources: list[Tensor]) -> None:
+    """``targets[i] += factor_i * sources[i]``."""
+    if isinstance(factor, Tensor):
+        factor = [factor] * len(targets)
+    if isinstance(factor, list):
+        torch._foreach_addcmul_(targets, factor, sources)
+    else:
+        torch._foreach_add_(targets, sources, alpha=factor)
+
+
+def multi_tensor_lars_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor] | None,
+    weight_norms: Tensor,
+    grad_norms: Tensor,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    eta: float,
+    eps: float,
+    nesterov: bool,
+    trust_clip: float | None,
+    momentum_form: str,
+    last_lrs: list[Tensor] | None = None,
+    inv_grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    """One LARS step, in place, for tensors sharing a device and a dtype.
+
+    The first ``k = len(weight_norms)`` tensors are LARS parameters, the rest are
+    excluded (trust ratio 1, no weight decay). With ``t`` the (clipped) trust ratio
+    and ``d = g + wd * w``:
+
+    * ``momentum_form="mxnet"``: ``buf = m' * buf + lr * t * d``; ``w -= buf``
+      (Nesterov: ``w -= lr * t * d + m * buf``);
+    * ``momentum_form="pytorch"``: ``buf = m * buf + t * d``; ``w -= lr * buf``
+      (Nesterov: ``w -= lr * (t * d + m * buf)``);
+
+    where ``m' = m * lr / last_lr`` when ``last_lrs`` is given (momentum correction,
+    ``last_lrs`` then holds each buffer's last applied lr and is updated; ``m' = m``
+    where ``last_lr`` is 0, the buffer then being 0), else ``m' = m``.
+
+    Args:
+        params, grads, momentum_buffers: parameters (LARS first), their gradients
+            (possibly scaled by ``1 / inv_grad_scale``) and buffers (``None`` iff
+            ``momentum == 0``); gradients are not modified.
+        weight_norms, grad_norms: ``||w||`` and the *unscaled* ``||g||`` of the
+            first ``k`` tensors, 1-D, on the tensors' device.
+        inv_grad_scale: 0-D tensor multiplying the gradients (AMP unscaling).
+        found_inf: 0-D tensor; where nonzero, parameters, buffers and ``last_lrs``
+            are left exactly as they were (tensor masking, no host sync).
+    """
+    n_all, n_lars = len(params), weight_norms.numel()
+    if n_all == 0:
+        return
+    device, cdtype = params[0].device, coef_dtype(params[0].dtype)
+    mxnet = momentum_form == MXNET
+    base = lr if mxnet else 1.0          # lr inside the buffer (MXNet) or outside (PyTorch)
+    step_size = 1.0 if mxnet else lr
+
+    keep: Tensor | None = None
+    if found_inf is not None:
+        keep = found_inf.to(device, non_blocking=True) == 0
+
+    # Per-tensor factor on the gradient and on the weight (weight decay).
+    grad_factor: Factor
+    wd_factor: Factor | None = None
+    if n_lars:
+        trust = trust_ratio(weight_norms.to(cdtype), grad_norms.to(cdtype), weight_decay, eta, eps)
+        if trust_clip is not None:
+            trust = trust.clamp(max=trust_clip)
+        coef = torch.full((n_all,), base, dtype=cdtype, device=device)
+        coef[:n_lars] *= trust
+        if weight_decay != 0.0:
+            wd_factor = list((coef[:n_lars] * weight_decay).unbind())
+        if inv_grad_scale is not None:
+            coef = coef * inv_grad_scale.to(device=device, dtype=cdtype)
+        grad_factor = list(coef.unbind())
+    elif inv_grad_scale is not None:
+        grad_factor = inv_grad_scale.to(device=device, dtype=cdtype) * base
+    else:
+        grad_factor = base
+
+    # Momentum factor, masked to 1 on a skipped step.
+    mom: Factor | None = None
+    if momentum != 0.0:
+        if last_lrs is not None:
+            previous = torch.stack(last_lrs)
+            # A buffer last updated with lr 0 is 0: any finite factor works, take m.
+            mom_vec = torch.where(previous > 0, (momentum * lr) / previous, momentum)
+            if keep is None:
+                new_last = torch.full_like(previous, lr)
+            else:
+                mom_vec = torch.where(keep, mom_vec, 1.0)
+                new_last = torch.where(keep, lr, previous)
+            torch._foreach_copy_(last_lrs, list(new_last.unbind()))
+            mom = list(mom_vec.unbind())
+        elif keep is None:
+            mom = momentum
+        else:
+            mom = torch.where(keep, torch.full((), momentum, dtype=cdtype, device=device), 1.0)
+
+    lars_params = params[:n_lars]
+    if mom is not None and not nesterov and keep is None:
+        # Fast path: accumulate straight into the buffers, no temporaries.
+        assert momentum_buffers is not None
+        torch._foreach_mul_(momentum_buffers, mom)
+        _add_scaled_(momentum_buffers, grad_factor, grads)
+        if wd_factor is not None:
+            _add_scaled_(momentum_buffers[:n_lars], wd_factor, lars_params)
+        torch._foreach_add_(params, momentum_buffers, alpha=-step_size)
+        return
+
+    # General path: the new term u = factor * d in a temporary.
+    update = torch._foreach_mul(grads, grad_factor)
+    if wd_factor is not None:
+        _add_scaled_(update[:n_lars], wd_factor, lars_params)
+    if keep is not None:
+        # Non-finite gradients cannot be cancelled by multiplying by 0: select instead.
+        skip = ~keep
+        for u in update:
+            u.masked_fill_(skip, 0.0)
+    direction = update
+    if mom is not None:
+        assert momentum_buffers is not None
+        torch._foreach_mul_(momentum_buffers, mom)
+        torch._foreach_add_(momentum_buffers, update)
+        if nesterov:
+            torch._foreach_add_(update, momentum_buffers, alpha=momentum)
+        else:
+            direction = momentum_buffers
+    if keep is None:
+        torch._foreach_add_(params, direction, alpha=-step_size)
+        return
+    neg_step = keep.to(cdtype) * -step_size
+    if direction is update:
+        torch._foreach_mul_(update, neg_step)
+    else:
+        direction = torch._foreach_mul(direction, neg_step)
+    torch._foreach_add_(params, direction)

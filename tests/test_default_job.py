@@ -1,0 +1,31 @@
+"""The README's first command: the default job with 4 real processes on the embedded data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import child_env, read_metrics, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_job_reaches_90_percent_with_4_processes_within_2_minutes(tmp_path):
+    script = shutil.which("crossover-sgd")
+    command = [script] if script else [sys.executable, "-m", "crossover_sgd"]
+    result = run([*command, "train", "--nproc", "4"], cwd=tmp_path, timeout=120, env=child_env())
+    assert result.returncode == 0, result.stderr
+    (out,) = list((tmp_path / "runs").iterdir())  # the default output directory
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 4 and summary["launcher"] == "local" and summary["status"] == "finished"
+    assert all(acc >= 0.90 for acc in summary["final_val_acc"]), summary["final_val_acc"]
+    for rank in range(4):
+        rows = read_metrics(out / f"metrics_rank{rank}.csv")
+        assert len(rows) == summary["config"]["epochs"]
+        assert float(rows[-1]["comm_bytes_sent"]) > 0 and float(rows[-1]["comm_seconds"]) > 0
+        assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    log = (out / "train.log").read_text()
+    assert "epoch 1/" in log and "done: val_acc per rank" in log

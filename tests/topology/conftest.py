@@ -1,0 +1,8 @@
+"""Make the top-level ``topology`` package importable however pytest is launched."""
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))

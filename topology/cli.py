@@ -1,0 +1,217 @@
+"""``python -m topology``: print peer maps, or simulate consensus and report the spectral gap.
+
+    python -m topology peers --schedule crossover --n 8 --segments 3 --rounds 2 --seed 0
+    python -m topology simulate --schedule exponential --k 1 --n 4096 --rounds 50 \\
+        [--json out.json] [--plot out.png]
+
+Bad input prints one line ``python -m topology <cmd>: error: ...`` on stderr and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from .crossover import CrossoverSchedule
+from .exponential import RotatingGraph
+from .hierarchy import HierarchicalSchedule
+from .registry import SCHEDULES, Schedule, make_schedule
+from .simulate import SimulationResult, random_initial_values, simulate
+from .spectral import DENSE_MAX, GapEstimate, mean_square_rate
+
+__all__ = ["main", "build_parser"]
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are a single ``prog: error: message`` line (exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer ({what} must be >= {minimum})")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: {what} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _byte_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: need one or more sizes >= 0, comma-separated")
+    return values
+
+
+def _add_schedule_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", required=True, choices=SCHEDULES, help="topology to use")
+    p.add_argument("--n", required=True, type=_int_at_least(1, "n (number of ranks)"), help="ranks")
+    p.add_argument("--segments", type=_int_at_least(1, "segments"), default=1,
+                   help="segments per model (crossover, hierarchical)")
+    p.add_argument("--seed", type=_int_at_least(0, "seed"), default=0, help="shared topology seed")
+    p.add_argument("--fair", action=argparse.BooleanOptionalAction, default=True,
+                   help="load-balanced derangements (--no-fair: the 'no fairness' ablation)")
+    p.add_argument("--segmented", action=argparse.BooleanOptionalAction, default=True,
+                   help="one map per segment (--no-segmented: one map per round)")
+    p.add_argument("--k", type=_int_at_least(1, "k (peers per round)"), default=None,
+                   help="peers per round (exponential, sgp-npeer, bipartite-exponential; default 1)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="exponential: SGP code's +1,-1,+2,-2,... phone book")
+    p.add_argument("--local-size", type=_int_at_least(1, "local-size"), default=None,
+                   help="hierarchical: ranks per node")
+    p.add_argument("--groupnum", type=_int_at_least(1, "groupnum"), default=None,
+                   help="hierarchical: number of nodes (n / local size)")
+    p.add_argument("--segment-bytes", type=_byte_list, default=None,
+                   help="hierarchical: comma-separated segment sizes for the local-rank split")
+    p.add_argument("--start-round", type=_int_at_least(0, "start-round"), default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m topology", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{peers,simulate}")
+    peers = sub.add_parser("peers", help="print the peer maps of some rounds")
+    _add_schedule_options(peers)
+    peers.set_defaults(command_parser=peers)
+    peers.add_argument("--rounds", type=_int_at_least(1, "rounds"), default=1)
+    sim = sub.add_parser("simulate", help="simulate consensus on virtual replicas")
+    _add_schedule_options(sim)
+    sim.set_defaults(command_parser=sim)
+    sim.add_argument("--rounds", type=_int_at_least(0, "rounds"), default=50)
+    sim.add_argument("--dim", type=_int_at_least(1, "dim"), default=None,
+                     help="values per replica (default max(8, segments))")
+    sim.add_argument("--init-seed", type=_int_at_least(0, "init-seed"), default=0,
+                     help="seed of the random initial values")
+    sim.add_argument("--dense-max", type=_int_at_least(2, "dense-max"), default=DENSE_MAX,
+                     help="largest n for a dense spectral computation (Lanczos above)")
+    sim.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
+    sim.add_argument("--plot", metavar="PATH", default=None, help="write a consensus-error plot")
+    return parser
+
+
+def _schedule_from_args(args: argparse.Namespace) -> Schedule:
+    return make_schedule(
+        args.schedule, args.n, segments=args.segments, seed=args.seed, fair=args.fair,
+        segmented=args.segmented, k=args.k, bidirectional=args.bidirectional,
+        local_size=args.local_size, groupnum=args.groupnum, segment_bytes=args.segment_bytes,
+    )
+
+
+def _print_peers(schedule: Schedule, start: int, rounds: int) -> None:
+    print(f"# {schedule.describe()}")
+    if schedule.n == 1:
+        print("# n = 1: no peers; a map entry equal to the rank itself means no communication")
+    for t in range(start, start + rounds):
+        print(f"round {t}")
+        if isinstance(schedule, CrossoverSchedule):
+            pm = schedule.peers(t)
+            for s in range(pm.num_segments):
+                print(f"  segment {s}: recv_from {pm.recv_from[s].tolist()}")
+                if pm.is_load_balanced:
+                    print(f"  segment {s}: send_to   {pm.send_to[s].tolist()}")
+                else:
+                    print(f"  segment {s}: sends     {pm.send_lists(s)}")
+        elif isinstance(schedule, HierarchicalSchedule):
+            node_map = schedule.node_peers(t)
+            for s in range(node_map.num_segments):
+                print(f"  segment {s} (local rank {schedule.owner_of_segment[s]}): "
+                      f"node recv_from {node_map.recv_from[s].tolist()}")
+            layout = schedule.layout
+            for rank, transfers in enumerate(schedule.inter_node_plan(t)):
+                items = ", ".join(
+                    f"(segment {tr.segment}, send_to {list(tr.send_to)}, recv_from {tr.recv_from})"
+                    for tr in transfers
+                )
+                print(f"  rank {rank} (node {layout.node_of(rank)}, local {layout.local_rank(rank)}): "
+                      f"{items or '-'}")
+        else:
+            assert isinstance(schedule, RotatingGraph)
+            print(f"  offsets {list(schedule.offsets_at(t))}")
+            for rank in range(schedule.n):
+                print(f"  rank {rank}: out {schedule.out_peers(rank, t)} in {schedule.in_peers(rank, t)}")
+
+
+def _plot(path: str, schedule: Schedule, result: SimulationResult, estimate: GapEstimate) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = np.arange(result.rounds + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.semilogy(rounds, np.maximum(result.errors, 1e-300), marker="o", ms=3, label="simulated consensus error")
+    ax.semilogy(rounds, np.maximum(estimate.rate ** rounds, 1e-300), ls="--",
+                label=f"rate^t, rate = 1 - gap = {estimate.rate:.4g} ({estimate.method})")
+    ax.set_title(f"Consensus of {schedule.n} replicas: {schedule.describe()}", fontsize=9)
+    ax.set_xlabel("round (gossip steps)")
+    ax.set_ylabel("consensus error (relative mean squared distance to average, dimensionless)", fontsize=8)
+    ax.set_ylim(bottom=max(1e-17, float(np.min(result.errors[result.errors > 0], initial=1.0)) / 10))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
+    dim = args.dim if args.dim is not None else max(8, args.segments)
+    x0 = random_initial_values(schedule.n, dim, args.init_seed)
+    result = simulate(schedule, x0, args.rounds, start_round=args.start_round)
+    estimate = mean_square_rate(schedule, dense_max=args.dense_max)
+    print(f"# {schedule.describe()}; {schedule.n} replicas x {dim} values, rounds "
+          f"{args.start_round}..{args.start_round + args.rounds - 1}, init seed {args.init_seed}")
+    print(f"{'round':>5}  {'consensus_error':>15}  {'mean_drift':>12}")
+    for t, (err, drift) in enumerate(zip(result.errors, result.drift)):
+        print(f"{t:>5}  {err:>15.6e}  {drift:>12.4e}")
+    print(f"spectral gap (mean-square, per round): {estimate.gap:.6f} "
+          f"(rate {estimate.rate:.6f}, {estimate.method})")
+    print(f"empirical rate (geometric mean per round): {result.empirical_rate():.6f}")
+    if args.json:
+        payload = {
+            "schedule": args.schedule,
+            "description": schedule.describe(),
+            "n": schedule.n,
+            "dim": dim,
+            "start_round": args.start_round,
+            "rounds": args.rounds,
+            "consensus_error": result.errors.tolist(),
+            "mean_drift": result.drift.tolist(),
+            "spectral_gap": estimate.gap,
+            "mean_square_rate": estimate.rate,
+            "gap_method": estimate.method,
+            "empirical_rate": result.empirical_rate() if args.rounds else None,
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2)
+    if args.plot:
+        _plot(args.plot, schedule, result, estimate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        schedule = _schedule_from_args(args)
+    except (ValueError, TypeError) as exc:
+        args.command_parser.error(str(exc))
+    if args.command == "peers":
+        _print_peers(schedule, args.start_round, args.rounds)
+    else:
+        _simulate(schedule, args)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

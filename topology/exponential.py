@@ -1,0 +1,250 @@
+"""SGP's time-varying directed graphs (push-sum gossip) and the ring.
+
+All graphs here are *rotating circulants*: a graph has a fixed list of offsets
+``o_0 .. o_{L-1}`` (distinct and non-zero modulo ``n``) and ``k`` peers per round.
+In round ``t`` it uses the offsets ``o_{(t*k + j) mod L}`` for ``j = 0..k-1``, and
+
+    out_peers(i, t) = [(i + o) mod n for those offsets]   (ranks i sends to)
+    in_peers(i, t)  = [(i - o) mod n for those offsets]   (ranks i receives from)
+
+in that order, so ``j in out_peers(i, t)`` iff ``i in in_peers(j, t)``. The schedule
+repeats after ``L / gcd(k, L)`` rounds. Push-sum (SGP): every rank keeps ``1/(k+1)``
+of ``(x, w)``, sends ``1/(k+1)`` to each out-peer and adds what it receives:
+``x_new = W @ x`` with ``W[i, i] = 1/(k+1)`` and ``W[(i + o) mod n, i] = 1/(k+1)``.
+Every rank has ``k`` in- and ``k`` out-peers, so ``W`` is doubly stochastic, the
+weights ``w`` stay 1 and push-sum equals plain averaging over in-peers (which is
+also what the Crossover authors' SGP baseline computed).
+
+Graphs (``L_2 = (n - 1).bit_length() = floor(log2(n - 1)) + 1`` = number of powers of two below ``n``)
+    * :class:`ExponentialGraph` ``(n, k)``: offsets ``2^0, 2^1, ..., 2^(L_2 - 1)``
+      (forward only, as in the SGP paper), so round ``t`` uses distances
+      ``2^((t*k + j) mod L_2)``, ``j < k``; requires ``1 <= k <= L_2`` (hence ``k < n``).
+      ``bidirectional=True`` reproduces the phone book of the SGP code instead:
+      ``+1, -1, +2, -2, +4, ...`` (duplicates modulo ``n`` dropped, first kept).
+    * :meth:`ExponentialGraph.all_peers` ``(n)``: the N-peer variant, ``k = L_2``:
+      every power-of-two peer in every round (a static graph, period 1).
+    * :class:`NPeerExponentialGraph` ``(n, k)``: SGP's ``NPeerDynamicDirectedExponentialGraph``:
+      offsets ``j * (k+1)^i`` for ``i = 0..floor(log_{k+1}(n-1))`` (outer) and
+      ``j = 1..k`` (inner), duplicates modulo ``n`` dropped; ``k = 2`` gives the
+      ``j * 3^i`` graph of the Crossover authors' SGP baseline. Unlike the original
+      (floating-point ``log``), the exponent bound is computed exactly, and offsets
+      that are multiples of ``n`` (which would make a rank its own peer) are dropped.
+    * :class:`BipartiteExponentialGraph` ``(n, k)``: SGP's
+      ``DynamicBipartiteExponentialGraph``: distances ``1`` and ``1 + 2^i`` for
+      ``i = 1..L_2-1`` (all odd), phone book ``+1, -1, +3, -3, +5, -5, +9, -9, ...``
+      (duplicates modulo ``n`` dropped). Every edge joins an even ("passive") and
+      an odd ("active") rank, which needs ``n`` even; requires ``1 <= k <= len(phone book)``.
+    * :class:`RingGraph` ``(n)``: one peer, ``i -> i + 1``; for ``n == 1`` no peer.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Sequence
+
+import numpy as np
+
+from .mixing import push_sum_matrix
+
+__all__ = [
+    "RotatingGraph",
+    "ExponentialGraph",
+    "NPeerExponentialGraph",
+    "BipartiteExponentialGraph",
+    "RingGraph",
+    "num_powers_of_two_below",
+]
+
+
+def num_powers_of_two_below(n: int) -> int:
+    """``L_2``: how many of ``1, 2, 4, ...`` are ``< n`` (``floor(log2(n-1)) + 1``; 0 for n <= 1)."""
+    return max(0, operator.index(n) - 1).bit_length()
+
+
+def _dedup_mod(n: int, offsets: Sequence[int]) -> list[int]:
+    """Offsets reduced modulo ``n``, first occurrence kept, zeros (self) dropped."""
+    seen: list[int] = []
+    for o in offsets:
+        r = o % n
+        if r != 0 and r not in seen:
+            seen.append(r)
+    return seen
+
+
+class RotatingGraph:
+    """A circulant graph rotating through ``offsets``, ``k`` per round (module doc)."""
+
+    push_sum = True
+    num_segments = 1
+
+    def __init__(self, n: int, offsets: Sequence[int], k: int, name: str) -> None:
+        n = operator.index(n)
+        if n < 1:
+            raise ValueError(f"n must be >= 1 (number of ranks), got n={n}")
+        offs = [operator.index(o) for o in offsets]
+        if any(o <= 0 or o >= n for o in offs) or len(set(offs)) != len(offs):
+            raise ValueError(f"offsets must be distinct and in 1..n-1, got {offs}")
+        k = operator.index(k)
+        if offs and not 1 <= k <= len(offs):
+            raise ValueError(
+                f"k={k} is out of range for {name} with n={n}: need 1 <= k <= {len(offs)} "
+                f"(the number of distinct peers it offers)"
+            )
+        self.n = n
+        self.name = name
+        self.offsets: tuple[int, ...] = tuple(offs)
+        self.k = k if offs else 0
+        num = len(offs)
+        self.period = num // math.gcd(self.k, num) if num else 1
+
+    @property
+    def peers_per_round(self) -> int:
+        return self.k
+
+    def offsets_at(self, round: int) -> tuple[int, ...]:
+        """The ``k`` offsets used in ``round``: ``offsets[(round*k + j) mod L]``."""
+        round = operator.index(round)
+        if round < 0:
+            raise ValueError(f"round must be >= 0, got round={round}")
+        num = len(self.offsets)
+        return tuple(self.offsets[(round * self.k + j) % num] for j in range(self.k))
+
+    def _check_rank(self, rank: int) -> int:
+        rank = operator.index(rank)
+        if not 0 <= rank < self.n:
+            raise ValueError(f"rank must be in 0..{self.n - 1}, got rank={rank}")
+        return rank
+
+    def out_peers(self, rank: int, round: int) -> list[int]:
+        """Ranks that ``rank`` sends to in ``round`` (in offset order)."""
+        rank = self._check_rank(rank)
+        return [(rank + o) % self.n for o in self.offsets_at(round)]
+
+    def in_peers(self, rank: int, round: int) -> list[int]:
+        """Ranks that ``rank`` receives from in ``round`` (in offset order)."""
+        rank = self._check_rank(rank)
+        return [(rank - o) % self.n for o in self.offsets_at(round)]
+
+    def out_peer_array(self, round: int) -> np.ndarray:
+        """``(n, k)``: row ``i`` = ``out_peers(i, round)``."""
+        offs = np.asarray(self.offsets_at(round), dtype=np.int64)
+        return (np.arange(self.n)[:, None] + offs[None, :]) % self.n
+
+    def in_peer_array(self, round: int) -> np.ndarray:
+        """``(n, k)``: row ``i`` = ``in_peers(i, round)``."""
+        offs = np.asarray(self.offsets_at(round), dtype=np.int64)
+        return (np.arange(self.n)[:, None] - offs[None, :]) % self.n
+
+    def edges(self, round: int) -> tuple[np.ndarray, np.ndarray]:
+        """Directed edges ``(src, dst)`` of ``round`` as two flat arrays."""
+        out = self.out_peer_array(round)
+        src = np.repeat(np.arange(self.n), out.shape[1])
+        return src, out.reshape(-1)
+
+    def mixing_matrix(self, round: int) -> np.ndarray:
+        """Column-stochastic push-sum matrix of ``round`` (``x_new = W @ x``)."""
+        src, dst = self.edges(round)
+        return push_sum_matrix(self.n, src, dst)
+
+    def mixing_matrices(self, round: int) -> np.ndarray:
+        """``(1, n, n)``: the single-segment form used by generic code."""
+        return self.mixing_matrix(round)[None]
+
+    def apply(self, x: np.ndarray, round: int) -> np.ndarray:
+        """``W @ x`` for stacked values ``x`` ``(n, d)`` without a dense matrix."""
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 2 or x.shape[0] != self.n:
+            raise ValueError(f"x must have shape (n={self.n}, d), got {x.shape}")
+        share = 1.0 / (self.k + 1)
+        out = share * x
+        for o in self.offsets_at(round) if self.k else ():
+            out += share * np.roll(x, o, axis=0)  # row i gets x[i - o]: its in-peer
+        return out
+
+    def apply_transpose(self, y: np.ndarray, round: int) -> np.ndarray:
+        """``W^T @ y`` (used by the spectral estimate)."""
+        y = np.asarray(y, dtype=float)
+        share = 1.0 / (self.k + 1)
+        out = share * y
+        for o in self.offsets_at(round) if self.k else ():
+            out += share * np.roll(y, -o, axis=0)
+        return out
+
+    def describe(self) -> str:
+        return f"{self.name}(n={self.n}, k={self.k}, offsets={list(self.offsets)})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+def _require_n_at_least_2(n: int, name: str) -> int:
+    n = operator.index(n)
+    if n < 2:
+        raise ValueError(f"n must be >= 2 for {name} (it needs a peer), got n={n}")
+    return n
+
+
+class ExponentialGraph(RotatingGraph):
+    """SGP's time-varying directed exponential graph with ``k`` peers per round."""
+
+    def __init__(self, n: int, k: int = 1, bidirectional: bool = False) -> None:
+        name = "exponential-bidirectional" if bidirectional else "exponential"
+        n = _require_n_at_least_2(n, name)
+        powers = [1 << i for i in range(num_powers_of_two_below(n))]
+        if bidirectional:
+            offsets = _dedup_mod(n, [s * p for p in powers for s in (1, -1)])
+        else:
+            offsets = powers
+        super().__init__(n, offsets, k, name)
+        self.bidirectional = bool(bidirectional)
+
+    @classmethod
+    def all_peers(cls, n: int) -> "ExponentialGraph":
+        """The N-peer variant: all ``L_2`` power-of-two peers in every round."""
+        n = _require_n_at_least_2(n, "exponential-all")
+        return cls(n, k=num_powers_of_two_below(n))
+
+
+class NPeerExponentialGraph(RotatingGraph):
+    """SGP's ``NPeerDynamicDirectedExponentialGraph``: offsets ``j*(k+1)^i``, ``k`` per round."""
+
+    def __init__(self, n: int, k: int = 2) -> None:
+        n = _require_n_at_least_2(n, "sgp-npeer")
+        k = operator.index(k)
+        if not 1 <= k < n:
+            raise ValueError(f"k={k} is out of range for sgp-npeer with n={n}: need 1 <= k <= {n - 1}")
+        base = k + 1
+        top = 0  # largest i with base**i <= n - 1, computed exactly
+        while base ** (top + 1) <= n - 1:
+            top += 1
+        raw = [j * base**i for i in range(top + 1) for j in range(1, k + 1)]
+        super().__init__(n, _dedup_mod(n, raw), k, "sgp-npeer")
+
+
+class BipartiteExponentialGraph(RotatingGraph):
+    """SGP's ``DynamicBipartiteExponentialGraph`` (odd distances; even <-> odd ranks)."""
+
+    def __init__(self, n: int, k: int = 1) -> None:
+        n = _require_n_at_least_2(n, "bipartite-exponential")
+        if n % 2:
+            raise ValueError(
+                f"n={n} is odd: bipartite-exponential pairs even (passive) with odd (active) "
+                "ranks and needs an even n"
+            )
+        distances = [1] + [1 + (1 << i) for i in range(1, num_powers_of_two_below(n))]
+        offsets = _dedup_mod(n, [s * d for d in distances for s in (1, -1)])
+        super().__init__(n, offsets, k, "bipartite-exponential")
+
+    @staticmethod
+    def is_passive(rank: int) -> bool:
+        """Even ranks are SGP's passive side, odd ranks the active side."""
+        return rank % 2 == 0
+
+
+class RingGraph(RotatingGraph):
+    """Directed ring: rank ``i`` sends to ``i + 1`` every round (no peer when ``n == 1``)."""
+
+    def __init__(self, n: int) -> None:
+        n = operator.index(n)
+        super().__init__(n, [1] if n >= 2 else [], 1, "ring")
