@@ -10,7 +10,9 @@
   spread over local ranks ("use every GPU's link").
 * :mod:`topology.mixing` — dense mixing matrices; orientation ``x_new = W @ x`` with
   the replicas' values stacked as rows.
-* :mod:`topology.spectral` — spectral gap as a per-round mean-square contraction.
+* :mod:`topology.spectral` — spectral gap as a per-round mean-square contraction
+  (closed form, Fourier, dense or Lanczos).
+* :mod:`topology.registry` — build any schedule from its name.
 * :mod:`topology.simulate` — consensus simulator on ``(N, d)`` arrays.
 * ``python -m topology {peers,simulate}`` — command line (:mod:`topology.cli`).
 """
@@ -50,7 +52,7 @@ from .mixing import (
 )
 from .registry import SCHEDULES, Schedule, make_schedule
 from .simulate import SimulationResult, random_initial_values, simulate
-from .spectral import GapEstimate, lanczos_max_eigenvalue, mean_square_rate, spectral_gap
+from .spectral import GAP_METHODS, GapEstimate, lanczos_max_eigenvalue, mean_square_rate, spectral_gap
 
 __all__ = [
     # derangement
@@ -97,6 +99,7 @@ __all__ = [
     "SimulationResult",
     "simulate",
     "random_initial_values",
+    "GAP_METHODS",
     "GapEstimate",
     "mean_square_rate",
     "spectral_gap",

@@ -21,7 +21,7 @@ from .exponential import RotatingGraph
 from .hierarchy import HierarchicalSchedule
 from .registry import SCHEDULES, Schedule, make_schedule
 from .simulate import SimulationResult, random_initial_values, simulate
-from .spectral import DENSE_MAX, GapEstimate, mean_square_rate
+from .spectral import GAP_METHODS, GapEstimate, mean_square_rate
 
 __all__ = ["main", "build_parser"]
 
@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="values per replica (default max(8, segments))")
     sim.add_argument("--init-seed", type=_int_at_least(0, "init-seed"), default=0,
                      help="seed of the random initial values")
-    sim.add_argument("--dense-max", type=_int_at_least(2, "dense-max"), default=DENSE_MAX,
-                     help="largest n for a dense spectral computation (Lanczos above)")
+    sim.add_argument("--gap-method", choices=GAP_METHODS, default="auto",
+                     help="how to compute the spectral gap (auto: exact where possible)")
     sim.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
     sim.add_argument("--plot", metavar="PATH", default=None, help="write a consensus-error plot")
     return parser
@@ -167,9 +167,12 @@ def _plot(path: str, schedule: Schedule, result: SimulationResult, estimate: Gap
 
 def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
     dim = args.dim if args.dim is not None else max(8, args.segments)
+    try:
+        estimate = mean_square_rate(schedule, method=args.gap_method)
+    except ValueError as exc:
+        args.command_parser.error(str(exc))
     x0 = random_initial_values(schedule.n, dim, args.init_seed)
     result = simulate(schedule, x0, args.rounds, start_round=args.start_round)
-    estimate = mean_square_rate(schedule, dense_max=args.dense_max)
     print(f"# {schedule.describe()}; {schedule.n} replicas x {dim} values, rounds "
           f"{args.start_round}..{args.start_round + args.rounds - 1}, init seed {args.init_seed}")
     print(f"{'round':>5}  {'consensus_error':>15}  {'mean_drift':>12}")

@@ -13,7 +13,9 @@ of ``(x, w)``, sends ``1/(k+1)`` to each out-peer and adds what it receives:
 ``x_new = W @ x`` with ``W[i, i] = 1/(k+1)`` and ``W[(i + o) mod n, i] = 1/(k+1)``.
 Every rank has ``k`` in- and ``k`` out-peers, so ``W`` is doubly stochastic, the
 weights ``w`` stay 1 and push-sum equals plain averaging over in-peers (which is
-also what the Crossover authors' SGP baseline computed).
+also what the Crossover authors' SGP baseline computed). Being circulant, all
+rounds share the Fourier eigenvectors, which gives their spectra exactly
+(:meth:`RotatingGraph.round_spectrum`).
 
 Graphs (``L_2 = (n - 1).bit_length() = floor(log2(n - 1)) + 1`` = number of powers of two below ``n``)
     * :class:`ExponentialGraph` ``(n, k)``: offsets ``2^0, 2^1, ..., 2^(L_2 - 1)``
@@ -135,6 +137,18 @@ class RotatingGraph:
         """``(n, k)``: row ``i`` = ``in_peers(i, round)``."""
         offs = np.asarray(self.offsets_at(round), dtype=np.int64)
         return (np.arange(self.n)[:, None] - offs[None, :]) % self.n
+
+    def round_spectrum(self, round: int) -> np.ndarray:
+        """Eigenvalues of ``W`` (a circulant) on the Fourier modes ``f = 0..n-1``.
+
+        ``v_f[i] = exp(2 pi i f i / n)`` is an eigenvector of every round, with eigenvalue
+        ``(1 + sum_o exp(-2 pi i f o / n)) / (k + 1)`` over the round's offsets ``o``.
+        """
+        f = np.arange(self.n, dtype=np.int64)
+        lam = np.ones(self.n, dtype=complex)
+        for o in self.offsets_at(round) if self.k else ():
+            lam += np.exp(-2j * np.pi * ((f * o) % self.n) / self.n)
+        return lam / (self.k + 1)
 
     def edges(self, round: int) -> tuple[np.ndarray, np.ndarray]:
         """Directed edges ``(src, dst)`` of ``round`` as two flat arrays."""

@@ -81,7 +81,7 @@ def test_simulate_writes_table_json_and_plot(tmp_path):
     data = json.loads(out_json.read_text())
     assert data["schedule"] == "exponential" and data["n"] == 4096
     np.testing.assert_allclose(data["consensus_error"], errors, rtol=1e-6, atol=1e-300)
-    assert data["spectral_gap"] == pytest.approx(1.0) and data["gap_method"] == "lanczos"
+    assert data["spectral_gap"] == 1.0 and data["gap_method"] == "fourier"
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -92,7 +92,7 @@ def test_simulate_crossover_without_plot_does_not_import_matplotlib():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "matplotlib loaded: False" in proc.stdout
-    assert "closed form" in proc.stdout
+    assert "closed-form" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,11 @@ def test_closed_form_rates_match_exact_enumeration(n):
         np.testing.assert_allclose(np.sort(eig)[1:], crossover_mean_square_rate(n, fair), atol=1e-12)
     if n > 2:
         assert crossover_mean_square_rate(n, False) < crossover_mean_square_rate(n, True)
+
+
+def test_peer_map_validates_its_input():
+    with pytest.raises(ValueError, match="shape"):
+        PeerMap(np.array([1, 0]))
+    with pytest.raises(ValueError, match="0..1"):
+        PeerMap(np.array([[1, 2]]))
+    assert PeerMap(np.array([[1, 0]])).send_to.tolist() == [[1, 0]]

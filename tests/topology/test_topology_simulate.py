@@ -101,7 +101,7 @@ def test_large_crossover_simulation_follows_the_closed_form_rate():
 
 def test_spectral_gap_closed_forms():
     assert mean_square_rate(CrossoverSchedule(10, 2, 0)).rate == pytest.approx(8 / 18)
-    assert mean_square_rate(CrossoverSchedule(10, 2, 0)).method == "closed form"
+    assert mean_square_rate(CrossoverSchedule(10, 2, 0)).method == "closed-form"
     assert spectral_gap(CrossoverSchedule(2, 1, 0)) == 1.0  # two replicas average exactly
     hier = HierarchicalSchedule(24, 2, seed=0, local_size=4)  # crossover over 6 nodes
     assert mean_square_rate(hier).rate == pytest.approx(crossover_mean_square_rate(6))
@@ -124,20 +124,32 @@ def _fourier_rate(graph) -> float:
      BipartiteExponentialGraph(50, 2), NPeerExponentialGraph(30, 2), RingGraph(9)],
     ids=repr,
 )
-def test_periodic_gap_dense_and_lanczos_match_fourier_oracle(graph):
+def test_periodic_gap_methods_agree_with_fourier_oracle(graph):
     oracle = _fourier_rate(graph)
-    dense = mean_square_rate(graph, dense_max=10_000)
-    lanczos = mean_square_rate(graph, dense_max=2)
-    assert (dense.method, lanczos.method) == ("dense", "lanczos")
-    assert dense.rate == pytest.approx(oracle, abs=1e-10)
-    assert lanczos.rate == pytest.approx(oracle, abs=1e-8)
+    estimates = {m: mean_square_rate(graph, method=m) for m in ("fourier", "dense", "lanczos")}
+    assert mean_square_rate(graph).method == "fourier"  # exact method chosen automatically
+    for method, estimate in estimates.items():
+        assert estimate.method == method
+        assert estimate.rate == pytest.approx(oracle, abs=1e-9), method
 
 
 def test_known_gaps():
     assert spectral_gap(RingGraph(16)) == pytest.approx(np.sin(np.pi / 16) ** 2)
+    assert spectral_gap(RingGraph(4096)) == pytest.approx(np.sin(np.pi / 4096) ** 2, rel=1e-6)
     assert spectral_gap(ExponentialGraph(64, 1)) == pytest.approx(1.0)  # Pi = J exactly
-    big = mean_square_rate(ExponentialGraph(4096, 1))  # operator path, no dense 4096 x 4096
-    assert big.method == "lanczos" and big.rate < 1e-12
-    # a non-power-of-two exponential graph on many ranks, Lanczos vs Fourier oracle
+    for method in ("fourier", "lanczos"):  # no dense 4096 x 4096 matrix
+        assert mean_square_rate(ExponentialGraph(4096, 1), method=method).rate < 1e-12
+    # Lanczos on the operator of a larger non-power-of-two graph
     g = ExponentialGraph(1000, 2)
-    assert mean_square_rate(g).rate == pytest.approx(_fourier_rate(g), abs=1e-6)
+    assert mean_square_rate(g, method="lanczos").rate == pytest.approx(_fourier_rate(g), abs=1e-7)
+
+
+def test_gap_method_validation():
+    with pytest.raises(ValueError, match="does not apply"):
+        mean_square_rate(CrossoverSchedule(8, 1, 0), method="dense")
+    with pytest.raises(ValueError, match="does not apply"):
+        mean_square_rate(RingGraph(8), method="closed-form")
+    with pytest.raises(ValueError, match="too large"):
+        mean_square_rate(RingGraph(4096), method="dense")
+    with pytest.raises(ValueError, match="unknown gap method"):
+        mean_square_rate(RingGraph(8), method="power")
