@@ -50,9 +50,22 @@ def _add(group, *names: str, **kwargs) -> None:
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = parser.add_argument_group("algorithm")
-    _add(g, "--algorithm", default=d.algorithm, help="allreduce (planned: sgp, crossover)")
+    _add(g, "--algorithm", default=d.algorithm, help="allreduce, sgp, crossover or hierarchical-crossover")
     _add(g, "--sync-grad", type=str_bool, default=d.sync_grad, metavar="BOOL",
          help="allreduce: average gradients before the step (True) or parameters after it (False)")
+    _add(g, "--chromosome", default=d.chromosome, help="crossover segments: coarse (stages) or fine (blocks)")
+    _add(g, "--segments", type=int, default=None, help="crossover: N segments of about equal bytes instead")
+    _add(g, "--fair", type=str_bool, default=d.fair, metavar="BOOL",
+         help="crossover: load-balanced senders (False: the study's 'no fairness' ablation)")
+    _add(g, "--segmented", type=str_bool, default=d.segmented, metavar="BOOL",
+         help="crossover: a peer per segment (False: the 'no segmentation' ablation)")
+    _add(g, "--groupnum", type=int, default=None,
+         help="hierarchical-crossover: number of nodes (default: the launcher's / --gpu_per_node)")
+    _add(g, "--sgp-peers", type=int, default=d.sgp_peers, help="sgp: out-peers per round")
+    _add(g, "--gossip-buffers", type=str_bool, default=d.gossip_buffers, metavar="BOOL",
+         help="gossip: also mix BatchNorm running statistics")
+    _add(g, "--gossip-momentum", type=str_bool, default=d.gossip_momentum, metavar="BOOL",
+         help="gossip: also mix momentum buffers (default: kept local, as in the study)")
     g = parser.add_argument_group("data and model")
     _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
     _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")

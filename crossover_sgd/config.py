@@ -23,9 +23,6 @@ LR_SCHEDULES = ("constant", "step", "cosine", "poly")
 PLANNED_FEATURES = {
     "lars": "LARS (the lars/ optimizer wired into training)",
     "amp": "mixed precision (--amp)",
-    "sgp": "the SGP algorithm",
-    "crossover": "the Crossover-SGD algorithm",
-    "chromosome": "Crossover-SGD model segments (--chromosome)",
     "sync_lars": "LARS norm synchronisation (--sync_lars_start_epoch / --sync_lars_group_size)",
 }
 
@@ -52,6 +49,14 @@ class TrainConfig:
     # algorithm
     algorithm: str = "allreduce"
     sync_grad: bool = True
+    chromosome: str = "fine"
+    segments: Optional[int] = None
+    fair: bool = True
+    segmented: bool = True
+    groupnum: Optional[int] = None
+    sgp_peers: int = 1
+    gossip_buffers: bool = False
+    gossip_momentum: bool = False
     # data and model
     dataset: str = "digits"
     data_dir: Optional[str] = None
@@ -110,13 +115,22 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value that can be checked without touching files; raise ConfigError."""
-        from crossover_sgd.algorithms import ALGORITHMS, PLANNED_ALGORITHMS
+        from crossover_sgd.algorithms import ALGORITHMS
+        from crossover_sgd.comm.segments import CHROMOSOMES
 
-        if self.algorithm in PLANNED_ALGORITHMS:
-            raise not_yet(self.algorithm, f"--algorithm {self.algorithm}")
         for flag, feature in self.requested_planned.items():
             raise not_yet(feature, flag)
         _choice("--algorithm", self.algorithm, tuple(ALGORITHMS))
+        _choice("--chromosome", self.chromosome, CHROMOSOMES)
+        if self.segments is not None:
+            _at_least("--segments", self.segments, 1)
+        _at_least("--sgp-peers", self.sgp_peers, 1)
+        if self.groupnum is not None:
+            _at_least("--groupnum", self.groupnum, 1)
+            known = self.nproc or self.world_size
+            if known is not None and known % self.groupnum:
+                raise ConfigError(f"--groupnum {self.groupnum} does not divide the world size {known}: "
+                                  f"use a divisor of {known}")
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--model", self.model, MODELS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)

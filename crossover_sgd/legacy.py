@@ -78,15 +78,19 @@ def legacy_config(args: argparse.Namespace) -> TrainConfig:
     if args.crossover and args.allreduce:
         raise ConfigError("--crossover True and --allreduce True contradict each other: set at most one")
     algorithm = "crossover" if args.crossover else "allreduce" if args.allreduce else "sgp"
+    if args.groupnum is not None:
+        if algorithm != "crossover":
+            raise ConfigError(f"--groupnum {args.groupnum} applies to Crossover-SGD only: add --crossover True")
+        algorithm = "hierarchical-crossover"
     planned = {}
-    for flag, feature in (("--chromosome", "chromosome"), ("--groupnum", "crossover"),
-                          ("--lars_coef", "lars"), ("--sync_lars_start_epoch", "sync_lars"),
+    for flag, feature in (("--lars_coef", "lars"), ("--sync_lars_start_epoch", "sync_lars"),
                           ("--sync_lars_group_size", "sync_lars")):
         if getattr(args, flag.lstrip("-")) is not None:
             planned[flag] = feature
     assert set(planned.values()) <= set(PLANNED_FEATURES)
     return TrainConfig(
         algorithm=algorithm, sync_grad=True if args.sync_grad is None else args.sync_grad,
+        chromosome=args.chromosome or "fine", groupnum=args.groupnum,
         dataset=args.dataset, data_dir=args.data_dir, model=args.model, workers=args.workers,
         batch_size=args.batch_size, local_itr=args.local_itr, epochs=args.maxepoch, lr=args.baselr,
         momentum=args.momentum, weight_decay=args.weight_decay, label_smoothing=STUDY_LABEL_SMOOTHING,

@@ -10,14 +10,17 @@ from typing import Dict, Type
 
 from crossover_sgd.algorithms.allreduce import AllReduceSGD
 from crossover_sgd.algorithms.base import Algorithm
+from crossover_sgd.algorithms.crossover import CrossoverSGD
+from crossover_sgd.algorithms.hierarchical import HierarchicalCrossoverSGD
+from crossover_sgd.algorithms.sgp import SGP
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.runtime.process_group import DistContext
 
-__all__ = ["Algorithm", "ALGORITHMS", "PLANNED_ALGORITHMS", "build_algorithm"]
+__all__ = ["Algorithm", "ALGORITHMS", "build_algorithm"]
 
-ALGORITHMS: Dict[str, Type[Algorithm]] = {cls.name: cls for cls in (AllReduceSGD,)}
-#: Names that are accepted by the flags and refused with a clear message until they land.
-PLANNED_ALGORITHMS = ("sgp", "crossover")
+ALGORITHMS: Dict[str, Type[Algorithm]] = {
+    cls.name: cls for cls in (AllReduceSGD, SGP, CrossoverSGD, HierarchicalCrossoverSGD)
+}
 
 
 def build_algorithm(ctx: DistContext, config: TrainConfig) -> Algorithm:

@@ -25,6 +25,14 @@ class FlatParams:
             for dtype, group in self.groups.items()
         }
 
+        self._scratch: List[torch.Tensor] = []
+
+    def scratch(self) -> List[torch.Tensor]:
+        """Receive buffers shaped like ``buffers`` (allocated once, reused every round)."""
+        if not self._scratch:
+            self._scratch = [torch.empty_like(buf) for buf in self.buffers.values()]
+        return self._scratch
+
     @property
     def nbytes(self) -> int:
         return sum(buf.numel() * buf.element_size() for buf in self.buffers.values())

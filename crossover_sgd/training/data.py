@@ -89,16 +89,24 @@ def _torchvision_set(name: str, root: Path) -> Tuple[Dataset, Dataset]:
         train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                        transforms.ToTensor(), normalize])
         val_tf = transforms.Compose([transforms.ToTensor(), normalize])
-        cls, layout = datasets.CIFAR10, "cifar-10-batches-py/"
+        cls = datasets.CIFAR10
     else:
         train_tf = val_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-        cls, layout = datasets.MNIST, "MNIST/raw/"
+        cls = datasets.MNIST
     try:
         return (cls(str(root), train=True, transform=train_tf, download=False),
                 cls(str(root), train=False, transform=val_tf, download=False))
-    except RuntimeError:
-        raise ConfigError(f"--data-dir {root}: no {name} data found (expected {root}/{layout}; "
-                          "crossover-sgd never downloads data)") from None
+    except (RuntimeError, AssertionError, ValueError, OSError, EOFError):  # missing, or damaged files
+        raise _no_data(name, root) from None
+
+
+#: Where torchvision expects each set's files below ``--data-dir``.
+_LAYOUTS = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}
+
+
+def _no_data(name: str, root: Path) -> ConfigError:
+    return ConfigError(f"--data-dir {root}: no readable {name} data found (expected {root}/{_LAYOUTS[name]}/; "
+                       "crossover-sgd never downloads data)")
 
 
 def build_datasets(config: TrainConfig) -> DatasetBundle:
@@ -143,6 +151,12 @@ def preflight_data(config: TrainConfig) -> None:
         raise ConfigError(f"--data-dir {root} does not exist or is not a directory")
     if config.dataset in ("imagefolder", "imagenet"):
         _check_split_folders(root, scan=True)
+        train, val = (sorted(e.name for e in os.scandir(root / s) if e.is_dir()) for s in ("train", "val"))
+        if train != val:
+            raise ConfigError(f"--data-dir {root}: train/ has {len(train)} class folders and val/ has "
+                              f"{len(val)}, not the same ones; they must hold the same class folders")
+    elif config.dataset in _LAYOUTS and not (root / _LAYOUTS[config.dataset]).is_dir():
+        raise _no_data(config.dataset, root)
 
 
 def _check_split_folders(root: Path, scan: bool) -> None:

@@ -19,6 +19,7 @@ from crossover_sgd.algorithms import Algorithm
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.process_group import DistContext
+from crossover_sgd.training.consensus import consensus_model
 from crossover_sgd.training.checkpoint import publish_checkpoint, save_checkpoint
 from crossover_sgd.training.data import DatasetBundle
 from crossover_sgd.training.models import build_model
@@ -171,13 +172,25 @@ class Trainer:
         return tqdm(total=self.steps_per_epoch, unit="step", dynamic_ncols=True, leave=False)
 
     # ----------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
-        """Validation loss and accuracy of this rank's model (sharded when replicas are identical)."""
+        """This rank's validation loss and accuracy, and those of the consensus (averaged) model
+        with the consensus distance (for algorithms whose replicas differ)."""
         model = self.algorithm.eval_model()
+        if self.algorithm.replicas_identical:
+            mine = self._validate(model, shard=True)
+            return {**mine, "consensus_val_acc": mine["val_acc"], "consensus_distance": 0.0}
+        average, distance = consensus_model(model)
+        return {**self._validate(model, shard=False),
+                "consensus_val_acc": self._validate(average, shard=True)["val_acc"],
+                "consensus_distance": distance}
+
+    @torch.no_grad()
+    def _validate(self, model: nn.Module, shard: bool) -> Dict[str, float]:
+        """Loss and accuracy of ``model``; ``shard``: every rank takes a part of the set (the
+        model must then be the same on every rank) and the totals are summed."""
         model.eval()
         val = self.data.val
-        shard = self.algorithm.replicas_identical and self.ctx.world_size > 1
+        shard = shard and self.ctx.world_size > 1
         if shard:
             val = Subset(val, range(self.ctx.rank, len(val), self.ctx.world_size))
         loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.config.workers)
@@ -207,6 +220,7 @@ class Trainer:
         self.metrics.append(row)
         self.loss_sum.zero_()
         self.loss_count = 0
-        log.info("epoch %d/%d step %d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.4g  (%.1f s)",
-                 self.epoch, self.config.epochs, self.step, train_loss, result["val_loss"], result["val_acc"],
-                 row["lr"], row["wall_time_s"])
+        log.info("epoch %d/%d step %d  train_loss %.4f  val_loss %.4f  val_acc %.4f  consensus_acc %.4f  "
+                 "consensus_dist %.3g  lr %.4g  (%.1f s)", self.epoch, self.config.epochs, self.step, train_loss,
+                 result["val_loss"], result["val_acc"], result["consensus_val_acc"],
+                 result["consensus_distance"], row["lr"], row["wall_time_s"])

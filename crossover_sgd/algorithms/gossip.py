@@ -1,0 +1,65 @@
+"""What the gossip algorithms (SGP, Crossover-SGD) share: replicas that differ between steps,
+the segments of tensors they mix, and point-to-point rounds.
+
+Mixed tensors: the parameters; with ``--gossip-buffers`` also floating-point buffers (BatchNorm
+running statistics); with ``--gossip-momentum`` also each parameter's momentum buffer, in the
+parameter's segment (kept local by default, as in the study). Every rank starts from rank 0's
+weights. Schedules are drawn from ``--seed`` and the round counter, identically on every rank.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+
+from crossover_sgd.algorithms.base import Algorithm
+from crossover_sgd.comm import FlatParams
+from crossover_sgd.comm.p2p import Message
+from crossover_sgd.comm.segments import Segment, split_model
+
+__all__ = ["GossipAlgorithm", "MAX_DTYPES"]
+
+#: Tags of one segment's messages: ``segment * MAX_DTYPES + dtype index``.
+MAX_DTYPES = 8
+
+
+class GossipAlgorithm(Algorithm):
+    """Base of algorithms whose replicas differ between steps and are mixed after each step."""
+
+    replicas_identical = False
+
+    def __init__(self, ctx, config):
+        super().__init__(ctx, config)
+        self.segments: List[Segment] = []
+        self.flats: List[FlatParams] = []
+
+    def split(self) -> List[Segment]:
+        """The model's mixed tensors as segments (default: one segment holding everything)."""
+        return split_model(self.model, num_segments=1, buffers=self.config.gossip_buffers)
+
+    def build_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
+        """Cut the model into segments (with momentum buffers attached when they are mixed)."""
+        self.segments = self.split()
+        if self.config.gossip_momentum and optimizer is not None:
+            segment_of: Dict[str, Segment] = {n: s for s in self.segments for n in s.names}
+            for name, param in self.model.named_parameters():
+                buf = optimizer.state.get(param, {}).get("momentum_buffer")
+                if buf is not None:
+                    segment_of[name].names.append(f"{name}:momentum")
+                    segment_of[name].tensors.append(buf)
+        self.flats = [FlatParams(s.tensors) for s in self.segments]
+
+    def ensure_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
+        """Build segments on first use (momentum buffers exist only after the first step)."""
+        if not self.flats:
+            self.build_segments(optimizer)
+
+    @staticmethod
+    def messages(peer: int, segment: int, buffers: List[torch.Tensor]) -> List[Message]:
+        """One message per dtype buffer of ``segment``, tagged so that pairs cannot mix them up."""
+        return [Message(peer, buf, segment * MAX_DTYPES + i) for i, buf in enumerate(buffers)]
+
+    @property
+    def round(self) -> int:
+        return self.comm.rounds

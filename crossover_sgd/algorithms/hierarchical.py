@@ -1,0 +1,148 @@
+"""Hierarchical Crossover-SGD: average inside each node, crossover between nodes.
+
+Nodes are consecutive groups of ``G`` ranks (the launcher's ranks per node, ``--gpu_per_node G``,
+or ``--groupnum`` groups of ``n / groupnum``). Per optimizer step:
+
+1. **Intra-node stage** (``before_step``): gradients are all-reduce-averaged inside the node, so
+   every local rank takes the same step and the node's replicas stay identical (equivalent to the
+   study's reduce-to-root, root steps, broadcast, without idle ranks).
+2. **Inter-node stage** (``after_step``): the crossover schedule runs over nodes
+   (:class:`topology.HierarchicalSchedule`). Segments are split among the ``G`` local ranks with
+   about equal bytes; local rank ``r`` sends *its* segments to local rank ``r`` of the peer node
+   and averages them with what local rank ``r`` of the source node sent. Every GPU's link carries
+   ``1/G`` of the model: inter-node bytes per GPU shrink with the number of GPUs per node.
+3. **Reassembly**: each segment is broadcast inside the node from the local rank that carried it.
+
+The result equals ``kron(W_nodes, J_G)`` applied to the ranks' parameters
+(:meth:`topology.HierarchicalSchedule.mixing_matrices`). ``inter_comm`` counts stage 2 only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.distributed as dist
+
+from crossover_sgd.algorithms.crossover import CrossoverSGD
+from crossover_sgd.comm import CommStats, FlatParams, ring_allreduce_bytes
+from crossover_sgd.comm.p2p import Message, exchange
+from crossover_sgd.errors import ConfigError, PeerError
+from topology import HierarchicalSchedule
+
+__all__ = ["HierarchicalCrossoverSGD"]
+
+
+class HierarchicalCrossoverSGD(CrossoverSGD):
+    name = "hierarchical-crossover"
+
+    def __init__(self, ctx, config):
+        super().__init__(ctx, config)
+        self.inter_comm = CommStats()
+
+    def node_size(self) -> int:
+        n, groupnum = self.ctx.world_size, self.config.groupnum
+        if groupnum is None:
+            return self.ctx.local_size
+        if groupnum < 1 or n % groupnum:
+            raise ConfigError(f"--groupnum {groupnum} does not divide the world size {n}: use a divisor of {n}")
+        return n // groupnum
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = super().prepare(model)
+        n, local_size = self.ctx.world_size, self.node_size()
+        if n // local_size < 2:
+            raise ConfigError(f"hierarchical crossover needs at least 2 nodes, but all {n} ranks form one node "
+                              f"of {local_size}: set --gpu_per_node or --groupnum to make 2 or more nodes")
+        self.build_segments(None)
+        self.schedule = HierarchicalSchedule(n, len(self.segments), self.config.seed, local_size=local_size,
+                                             fair=self.config.fair, segmented=self.config.segmented,
+                                             segment_bytes=[s.nbytes for s in self.segments])
+        self.flats = []
+        layout = self.schedule.layout
+        self.node = layout.node_of(self.ctx.rank)
+        groups = [dist.new_group(layout.ranks_of(node)) for node in range(layout.num_nodes)]  # all ranks, same order
+        self.node_group = groups[self.node]
+        self.owner_rank = [layout.rank_of(self.node, int(local)) for local in self.schedule.owner_of_segment]
+        return model
+
+    def _node_average(self, tensors: List[torch.Tensor]) -> None:
+        size = self.schedule.local_size
+        if size == 1 or not tensors:
+            return
+        flat = FlatParams(tensors)
+        with self.comm.timed():
+            works = [dist.all_reduce(buf, group=self.node_group, async_op=True) for buf in flat.pack()]
+            self._wait(works, "intra-node average")
+            for buf in flat.buffers.values():
+                buf.div_(size)
+            flat.unpack()
+        volume = ring_allreduce_bytes(flat.nbytes, size)
+        self.comm.add(volume, volume)
+
+    def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._node_average([p.grad for p in self.model.parameters() if p.grad is not None])
+        if self.config.gossip_buffers:
+            self._node_average([b for b in self.model.buffers() if b.is_floating_point()])
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.ensure_segments(optimizer)
+        sends: List[Message] = []
+        recvs: List[Message] = []
+        received = []
+        for transfer in self.schedule.inter_node_plan(self.round)[self.ctx.rank]:
+            flat = self.flats[transfer.segment]
+            own = flat.pack()
+            for receiver in transfer.send_to:
+                sends += self.messages(receiver, transfer.segment, own)
+            if transfer.recv_from != self.ctx.rank:
+                incoming = flat.scratch()
+                recvs += self.messages(transfer.recv_from, transfer.segment, incoming)
+                received.append((flat, incoming))
+        before = (self.comm.bytes_sent, self.comm.bytes_recv, self.comm.seconds)
+        exchange(sends, recvs, self.comm, what=f"inter-node crossover round {self.round}")
+        self.inter_comm.add(self.comm.bytes_sent - before[0], self.comm.bytes_recv - before[1],
+                            self.comm.seconds - before[2])
+        self.inter_comm.rounds += 1
+        with torch.no_grad():
+            for flat, incoming in received:
+                for buf, other in zip(flat.buffers.values(), incoming):
+                    buf.add_(other).mul_(0.5)
+                flat.unpack()
+        self._reassemble()
+        self.comm.rounds += 1
+
+    def _reassemble(self) -> None:
+        """Broadcast every segment inside the node from the local rank that carried it."""
+        if self.schedule.local_size == 1:
+            return
+        with self.comm.timed():
+            works = []
+            for flat, owner in zip(self.flats, self.owner_rank):
+                mine = owner == self.ctx.rank
+                buffers = list(flat.buffers.values()) if mine else flat.scratch()
+                works += [dist.broadcast(buf, owner, group=self.node_group, async_op=True) for buf in buffers]
+                nbytes = flat.nbytes
+                self.comm.add(nbytes if mine else 0, 0 if mine else nbytes)
+            self._wait(works, "intra-node reassembly")
+            for flat, owner in zip(self.flats, self.owner_rank):
+                if owner != self.ctx.rank:
+                    for buf, got in zip(flat.buffers.values(), flat.scratch()):
+                        buf.copy_(got)
+                    flat.unpack()
+
+    def _wait(self, works, what: str) -> None:
+        try:
+            for work in works:
+                work.wait()
+        except RuntimeError as exc:
+            peers = self.schedule.layout.ranks_of(self.node)
+            raise PeerError(f"{what} with node ranks {peers} failed on rank {self.ctx.rank}: "
+                            f"a peer died or stopped answering ({str(exc).strip().splitlines()[0][:200]})") from exc
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {**super().state_dict(), "inter_comm": self.inter_comm.as_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.inter_comm.load(state["inter_comm"])
