@@ -15,6 +15,8 @@ def _split_top_level(text: str) -> list[str]:
             depth += 1
         elif ch == "]":
             depth -= 1
+            if depth < 0:
+                raise ValueError(f"malformed Slurm host list {text!r}: ']' before '['")
         elif ch == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
@@ -29,6 +31,9 @@ def _expand_one(pattern: str) -> list[str]:
     head, tail = pattern[: match.start()], pattern[match.end():]
     names = []
     for item in match.group(1).split(","):
+        bounds = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if bounds is None or (bounds.group(2) is not None and int(bounds.group(2)) < int(bounds.group(1))):
+            raise ValueError(f"malformed Slurm host list range [{match.group(1)}] in {pattern!r}")
         if "-" in item:
             lo, hi = item.split("-", 1)
             width = len(lo)

@@ -94,6 +94,15 @@ def _job_unique_port(env: Mapping[str, str]) -> int:
     return DEFAULT_PORT
 
 
+def _slurm_placement(env: Mapping[str, str], world: int) -> tuple:
+    """(local_rank, local_size, node_id) of this Slurm task."""
+    node_id = _int(env, "SLURM_NODEID", 0)
+    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    counts = expand_tasks_per_node(per_node) if per_node else [world]
+    local_size = counts[node_id] if node_id < len(counts) else counts[-1]
+    return _int(env, "SLURM_LOCALID", 0), local_size, node_id
+
+
 def detect_launch(env: Mapping[str, str] = os.environ) -> LaunchInfo:
     """Read rank, world size, local rank/size and node id from the launcher's environment."""
     if env.get(LOCAL_LAUNCHER_ENV) == "local" or ("RANK" in env and "WORLD_SIZE" in env):
@@ -112,6 +121,11 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> LaunchInfo:
                           env.get("MASTER_ADDR"), _port(env))
     if "PMI_RANK" in env and "PMI_SIZE" in env:
         rank, world = _int(env, "PMI_RANK"), _int(env, "PMI_SIZE")
+        if "MPI_LOCALRANKID" not in env and "SLURM_PROCID" in env:
+            # srun --mpi=pmi2 sets only PMI_RANK/PMI_SIZE: the placement on nodes is Slurm's
+            local_rank, local_size, node_id = _slurm_placement(env, world)
+            return LaunchInfo("mpich", rank, world, local_rank, local_size, node_id,
+                              env.get("MASTER_ADDR"), _port(env))
         local_rank = _int(env, "MPI_LOCALRANKID", rank)
         local_size = _int(env, "MPI_LOCALNRANKS", world)
         return LaunchInfo("mpich", rank, world, local_rank, local_size, rank // local_size,
@@ -119,11 +133,8 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> LaunchInfo:
     if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_NTASKS" in env):
         rank = _int(env, "SLURM_PROCID")
         world = _int(env, "SLURM_NTASKS", _int(env, "SLURM_NPROCS", 1))
-        node_id = _int(env, "SLURM_NODEID", 0)
-        per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
-        counts = expand_tasks_per_node(per_node) if per_node else [world]
-        local_size = counts[node_id] if node_id < len(counts) else counts[-1]
-        return LaunchInfo("slurm", rank, world, _int(env, "SLURM_LOCALID", 0), local_size, node_id,
+        local_rank, local_size, node_id = _slurm_placement(env, world)
+        return LaunchInfo("slurm", rank, world, local_rank, local_size, node_id,
                           env.get("MASTER_ADDR") or _slurm_first_host(env),
                           _port(env) or _slurm_port(env))
     return LaunchInfo("single", 0, 1, 0, 1, 0, env.get("MASTER_ADDR"), _port(env))

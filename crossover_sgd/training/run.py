@@ -7,6 +7,8 @@ file is written, on every rank; a barrier then separates checking from writing.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,10 +20,11 @@ import torch.distributed as dist
 from crossover_sgd.algorithms import build_algorithm
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.config import TrainConfig
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.errors import ConfigError, PeerError
 from crossover_sgd.logs import add_log_file, setup_logging
 from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
-from crossover_sgd.runtime.process_group import (init_distributed, logical_placement, select_backend,
+from crossover_sgd.runtime.watchdog import Heartbeat
+from crossover_sgd.runtime.process_group import (DistContext, init_distributed, logical_placement, select_backend,
                                                  select_device, shutdown)
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
@@ -71,45 +74,76 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
 
     ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
                            gpu_per_node=config.gpu_per_node)
+    heartbeat = start_heartbeat(ctx)
     try:
-        chosen = [str(config.out) if config.out is not None else str(default_out_dir(config))]
-        dist.broadcast_object_list(chosen, src=0)
-        out = Path(chosen[0])
-        algorithm = build_algorithm(ctx, config)
-        trainer = Trainer(config, ctx, data, algorithm, out)  # may still refuse the input: writes nothing
-        dist.barrier()  # every rank has checked its input; from here on files are written
-        out.mkdir(parents=True, exist_ok=True)
-        if ctx.is_main:
-            add_log_file(out / "train.log", ctx.rank)
-            log.info("%s: %d rank(s) via %s, backend %s, device %s, out %s", config.algorithm,
-                     ctx.world_size, ctx.launcher, ctx.backend, device, out)
-            if not config.resume:
-                atomic_write_json(out / "config.json", config.to_dict())
-        if resume_state is not None:
-            trainer.load_state_dict(resume_state)
-        result = trainer.fit()
-        finals = [None] * ctx.world_size
-        dist.all_gather_object(finals, result["final"])
-        summary = {
-            "status": "stopped" if result["stopped"] else "finished",
-            "config": config.to_dict(), "world_size": ctx.world_size, "launcher": ctx.launcher,
-            "backend": ctx.backend, "device": device.type, "local_size": ctx.local_size,
-            "epochs_done": result["epoch"], "steps_done": result["step"],
-            "steps_per_epoch": trainer.steps_per_epoch,
-            "global_batch": config.batch_size * config.local_itr * ctx.world_size,
-            "final_val_acc": [f["val_acc"] if f else None for f in finals],
-            "final_val_loss": [f["val_loss"] if f else None for f in finals],
-            "comm": algorithm.comm.as_dict(),
-            "wall_time_s": round(trainer.wall_time(), 3),
-            "process_time_s": round(time.perf_counter() - started, 3),
-            "torch": torch.__version__,
-        }
-        if ctx.is_main:
-            atomic_write_json(out / "summary.json", summary)
-            accs = [a for a in summary["final_val_acc"] if a is not None]
-            if accs:
-                log.info("done: val_acc per rank %s; outputs in %s", ", ".join(f"{a:.4f}" for a in accs), out)
-        dist.barrier()
-        return summary
+        return _train(config, ctx, data, device, resume_state, started)
+    except (PeerError, dist.DistError, RuntimeError) as exc:
+        if not is_communication_failure(exc):
+            raise
+        reason = heartbeat.diagnose() if heartbeat is not None else "the peer died or stopped answering"
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        print(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason} ({first})",
+              file=sys.stderr, flush=True)
+        os._exit(3)  # the process group is broken: do not wait for collectives in atexit handlers
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         shutdown()
+
+
+def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:
+    """A heartbeat in the rendezvous store (multi-rank runs only)."""
+    if ctx.world_size == 1:
+        return None
+    return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size).start()
+
+
+def is_communication_failure(exc: BaseException) -> bool:
+    """True for errors raised by a broken process group (not for bugs that are RuntimeErrors)."""
+    if isinstance(exc, (PeerError, dist.DistError)):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+
+
+def _train(config: TrainConfig, ctx: DistContext, data, device, resume_state, started: float) -> Dict[str, Any]:
+    """Everything after the process group exists: outputs, the Trainer, the summary."""
+    chosen = [str(config.out) if config.out is not None else str(default_out_dir(config))]
+    dist.broadcast_object_list(chosen, src=0)
+    out = Path(chosen[0])
+    algorithm = build_algorithm(ctx, config)
+    trainer = Trainer(config, ctx, data, algorithm, out)  # may still refuse the input: writes nothing
+    dist.barrier()  # every rank has checked its input; from here on files are written
+    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        add_log_file(out / "train.log", ctx.rank)
+        log.info("%s: %d rank(s) via %s, backend %s, device %s, out %s", config.algorithm,
+                 ctx.world_size, ctx.launcher, ctx.backend, device, out)
+        if not config.resume:
+            atomic_write_json(out / "config.json", config.to_dict())
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+    result = trainer.fit()
+    finals = [None] * ctx.world_size
+    dist.all_gather_object(finals, result["final"])
+    summary = {
+        "status": "stopped" if result["stopped"] else "finished",
+        "config": config.to_dict(), "world_size": ctx.world_size, "launcher": ctx.launcher,
+        "backend": ctx.backend, "device": device.type, "local_size": ctx.local_size,
+        "epochs_done": result["epoch"], "steps_done": result["step"],
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "global_batch": config.batch_size * config.local_itr * ctx.world_size,
+        "final_val_acc": [f["val_acc"] if f else None for f in finals],
+        "final_val_loss": [f["val_loss"] if f else None for f in finals],
+        "comm": algorithm.comm.as_dict(),
+        "wall_time_s": round(trainer.wall_time(), 3),
+        "process_time_s": round(time.perf_counter() - started, 3),
+        "torch": torch.__version__,
+    }
+    if ctx.is_main:
+        atomic_write_json(out / "summary.json", summary)
+        accs = [a for a in summary["final_val_acc"] if a is not None]
+        if accs:
+            log.info("done: val_acc per rank %s; outputs in %s", ", ".join(f"{a:.4f}" for a in accs), out)
+    dist.barrier()
+    return summary

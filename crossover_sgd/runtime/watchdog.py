@@ -1,0 +1,84 @@
+"""Heartbeats: when communication fails, name the peer that died or stopped answering.
+
+Every rank's daemon thread increments a counter ``crossover_sgd/hb/<rank>`` in the rendezvous
+store once per ``interval`` seconds. When a collective or exchange fails, the failing rank marks
+itself ``failed`` and compares two readings of all counters: a rank whose counter stopped and
+that did not mark itself failed is *lost* (killed, crashed, or frozen). A rank frozen inside a
+collective keeps its heartbeat: only the process-group timeout catches a slow-but-alive peer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import List, Optional
+
+import torch.distributed as dist
+
+__all__ = ["Heartbeat"]
+
+_PREFIX = "crossover_sgd/hb/"
+_FAILED = "crossover_sgd/failed/"
+
+
+class Heartbeat:
+    """A heartbeat thread for this rank, and the diagnosis of lost peers."""
+
+    def __init__(self, host: str, port: int, rank: int, world_size: int, interval: float = 0.5):
+        self.rank, self.world_size, self.interval = rank, world_size, interval
+        self._store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=10),
+                                    wait_for_workers=False)
+        self._beat_store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=10),
+                                         wait_for_workers=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crossover-sgd-heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self._beat_store.add(_PREFIX + str(self.rank), 1)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat_store.add(_PREFIX + str(self.rank), 1)
+            except Exception:  # the store host (rank 0) is gone; diagnose() reports it
+                return
+
+    def _counters(self) -> List[int]:
+        return [self._store.add(_PREFIX + str(r), 0) for r in range(self.world_size)]
+
+    def _linger(self, lost: set, limit: float = 15.0) -> None:
+        """Rank 0 hosts the store: keep it up until the other ranks have diagnosed too."""
+        deadline = time.monotonic() + limit
+        waiting = [r for r in range(self.world_size) if r not in lost and r != self.rank]
+        while waiting and time.monotonic() < deadline:
+            waiting = [r for r in waiting if not self._store.check([_FAILED + str(r)])]
+            time.sleep(self.interval)
+        time.sleep(2 * self.interval)  # let the last one read its counters
+
+    def diagnose(self, settle: Optional[float] = None) -> str:
+        """A sentence naming the lost peers (call after a communication failure)."""
+        self.stop()
+        try:
+            self._store.set(_FAILED + str(self.rank), "1")
+            first = self._counters()
+            time.sleep(settle if settle is not None else 4 * self.interval)
+            second = self._counters()
+            failed = {r for r in range(self.world_size) if self._store.check([_FAILED + str(r)])}
+        except Exception:
+            return "lost peer rank 0 (it hosts the rendezvous store and no longer answers)"
+        lost = [r for r in range(self.world_size)
+                if r != self.rank and second[r] == first[r] and r not in failed]
+        if self.rank == 0:
+            self._linger(set(lost))
+        if lost:
+            return f"lost peer rank(s) {lost}: no heartbeat (killed, crashed or frozen)"
+        others = sorted(failed - {self.rank})
+        if others:
+            return f"peer rank(s) {others} failed too (a communication error spread through the job)"
+        return "all peers still have a heartbeat: a peer is slow or the network failed"
