@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli
+from support import cli
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import child_env, read_metrics, run
+from support import child_env, read_metrics, run
 
 pytestmark = pytest.mark.slow
 

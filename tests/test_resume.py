@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import cli, read_metrics
+from support import cli, read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,41 @@
+"""Helpers for tests: run the real command line in subprocesses, read its outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The test process's environment without launcher variables, one thread per rank."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_", "MPI_LOCAL", "TORCHELASTIC_"))
+           and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                         "MASTER_ADDR", "MASTER_PORT", "CROSSOVER_SGD_LAUNCHER")}
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def run(args: Sequence[str], *, timeout: float = 300, env: Optional[Dict[str, str]] = None,
+        cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Run a command to completion (bounded by ``timeout``), capturing text output."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                          env=env or child_env(), cwd=cwd or ROOT)
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m crossover_sgd ARGS``."""
+    return run([sys.executable, "-m", "crossover_sgd", *args], **kwargs)
+
+
+def read_metrics(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
