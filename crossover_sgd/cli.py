@@ -62,10 +62,14 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--groupnum", type=int, default=None,
          help="hierarchical-crossover: number of nodes (default: the launcher's / --gpu_per_node)")
     _add(g, "--sgp-peers", type=int, default=d.sgp_peers, help="sgp: out-peers per round")
+    _add(g, "--sgp-overlap", type=str_bool, default=d.sgp_overlap, metavar="BOOL",
+         help="sgp: overlap the exchange with the next step's computation, mixed one step late (OSGP)")
     _add(g, "--gossip-buffers", type=str_bool, default=d.gossip_buffers, metavar="BOOL",
          help="gossip: also mix BatchNorm running statistics")
     _add(g, "--gossip-momentum", type=str_bool, default=d.gossip_momentum, metavar="BOOL",
          help="gossip: also mix momentum buffers (default: kept local, as in the study)")
+    _add(g, "--gossip-dtype", default=d.gossip_dtype,
+         help="gossip: dtype of messages: model (default), fp32, fp16 or bf16 (half the bytes)")
     g = parser.add_argument_group("data and model")
     _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
     _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")

@@ -55,8 +55,10 @@ class TrainConfig:
     segmented: bool = True
     groupnum: Optional[int] = None
     sgp_peers: int = 1
+    sgp_overlap: bool = False
     gossip_buffers: bool = False
     gossip_momentum: bool = False
+    gossip_dtype: str = "model"
     # data and model
     dataset: str = "digits"
     data_dir: Optional[str] = None
@@ -122,6 +124,7 @@ class TrainConfig:
             raise not_yet(feature, flag)
         _choice("--algorithm", self.algorithm, tuple(ALGORITHMS))
         _choice("--chromosome", self.chromosome, CHROMOSOMES)
+        _choice("--gossip-dtype", self.gossip_dtype, ("model", "fp32", "fp16", "bf16"))
         if self.segments is not None:
             _at_least("--segments", self.segments, 1)
         _at_least("--sgp-peers", self.sgp_peers, 1)

@@ -10,7 +10,7 @@ The training loop drives an :class:`Algorithm` like this, and knows nothing else
         algorithm.before_step(optimizer)             # gradients are final: e.g. average them
         (clip gradients) ; optimizer.step()
         algorithm.after_step(optimizer)              # parameters updated: e.g. gossip them
-    model_to_evaluate = algorithm.eval_model()
+    algorithm.flush(); model_to_evaluate = algorithm.eval_model()   # before evaluation / checkpoints
 
 An algorithm counts its traffic in ``self.comm`` (bytes sent/received, seconds, rounds).
 """
@@ -60,6 +60,9 @@ class Algorithm:
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called after ``optimizer.step()``."""
+
+    def flush(self) -> None:
+        """Finish communication still in flight (called before evaluation and checkpoints)."""
 
     def eval_model(self) -> nn.Module:
         """The model whose accuracy this rank reports."""

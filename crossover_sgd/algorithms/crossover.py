@@ -50,18 +50,14 @@ class CrossoverSGD(GossipAlgorithm):
         recvs: List[Message] = []
         received = []
         for s, flat in enumerate(self.flats):
-            own = flat.pack()
+            own = self.to_wire(flat.pack())
             source = int(peers.recv_from[s, rank])
             for receiver in peers.receivers(s, rank):
                 sends += self.messages(receiver, s, own)
             if source != rank:
-                incoming = flat.scratch()
+                incoming = flat.scratch(self.wire_dtype)
                 recvs += self.messages(source, s, incoming)
                 received.append((flat, incoming))
         exchange(sends, recvs, self.comm, what=f"crossover round {self.round}")
-        with torch.no_grad():
-            for flat, incoming in received:
-                for buf, other in zip(flat.buffers.values(), incoming):
-                    buf.add_(other).mul_(0.5)
-                flat.unpack()
+        self.average_received(received)
         self.comm.rounds += 1

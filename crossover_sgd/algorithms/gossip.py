@@ -1,7 +1,9 @@
 """What the gossip algorithms (SGP, Crossover-SGD) share: replicas that differ between steps,
 the segments of tensors they mix, and point-to-point rounds.
 
-Mixed tensors: the parameters; with ``--gossip-buffers`` also floating-point buffers (BatchNorm
+Messages travel in the model's dtype or, with ``--gossip-dtype fp32|fp16|bf16``, cast to that
+dtype (half precision halves the bytes; averaging happens in the model's dtype). Mixed tensors:
+the parameters; with ``--gossip-buffers`` also floating-point buffers (BatchNorm
 running statistics); with ``--gossip-momentum`` also each parameter's momentum buffer, in the
 parameter's segment (kept local by default, as in the study). Every rank starts from rank 0's
 weights. Schedules are drawn from ``--seed`` and the round counter, identically on every rank.
@@ -9,7 +11,7 @@ weights. Schedules are drawn from ``--seed`` and the round counter, identically 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -22,6 +24,8 @@ __all__ = ["GossipAlgorithm", "MAX_DTYPES"]
 
 #: Tags of one segment's messages: ``segment * MAX_DTYPES + dtype index``.
 MAX_DTYPES = 8
+#: ``--gossip-dtype`` choices: ``model`` sends every tensor in its own dtype.
+WIRE_DTYPES = {"model": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class GossipAlgorithm(Algorithm):
@@ -54,6 +58,24 @@ class GossipAlgorithm(Algorithm):
         """Build segments on first use (momentum buffers exist only after the first step)."""
         if not self.flats:
             self.build_segments(optimizer)
+
+    @property
+    def wire_dtype(self) -> Optional[torch.dtype]:
+        """The dtype messages travel in (``--gossip-dtype``); None: each buffer's own dtype."""
+        return WIRE_DTYPES[self.config.gossip_dtype]
+
+    def to_wire(self, buffers: List[torch.Tensor]) -> List[torch.Tensor]:
+        """``buffers`` cast to the wire dtype (the buffers themselves when no cast is needed)."""
+        dtype = self.wire_dtype
+        return [b if dtype is None or not b.is_floating_point() else b.to(dtype) for b in buffers]
+
+    def average_received(self, received: List[Tuple[FlatParams, List[torch.Tensor]]]) -> None:
+        """``x <- (x + received) / 2`` per segment, then write the segments back to the model."""
+        with torch.no_grad():
+            for flat, incoming in received:
+                for buf, other in zip(flat.buffers.values(), incoming):
+                    buf.add_(other).mul_(0.5)
+                flat.unpack()
 
     @staticmethod
     def messages(peer: int, segment: int, buffers: List[torch.Tensor]) -> List[Message]:

@@ -92,11 +92,11 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
         received = []
         for transfer in self.schedule.inter_node_plan(self.round)[self.ctx.rank]:
             flat = self.flats[transfer.segment]
-            own = flat.pack()
+            own = self.to_wire(flat.pack())
             for receiver in transfer.send_to:
                 sends += self.messages(receiver, transfer.segment, own)
             if transfer.recv_from != self.ctx.rank:
-                incoming = flat.scratch()
+                incoming = flat.scratch(self.wire_dtype)
                 recvs += self.messages(transfer.recv_from, transfer.segment, incoming)
                 received.append((flat, incoming))
         before = (self.comm.bytes_sent, self.comm.bytes_recv, self.comm.seconds)
@@ -104,11 +104,7 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
         self.inter_comm.add(self.comm.bytes_sent - before[0], self.comm.bytes_recv - before[1],
                             self.comm.seconds - before[2])
         self.inter_comm.rounds += 1
-        with torch.no_grad():
-            for flat, incoming in received:
-                for buf, other in zip(flat.buffers.values(), incoming):
-                    buf.add_(other).mul_(0.5)
-                flat.unpack()
+        self.average_received(received)
         self._reassemble()
         self.comm.rounds += 1
 

@@ -12,21 +12,31 @@ de-biased ``z = x / w`` (what the model's parameters hold). Per step::
 Peers of round ``t`` are at distances ``2^i`` rotating with ``t`` (:class:`topology.ExponentialGraph`,
 ``--sgp-peers k``). The mixing matrix is column stochastic: ``sum(w) = n`` and ``sum(x)`` are
 conserved by every round. On these regular graphs ``w`` stays 1 and push-sum reduces to plain
-averaging; the weights are kept anyway, as the algorithm defines them.
+averaging; the weights are kept anyway, as the algorithm defines them. The weight always travels
+in float64; with a half-precision ``--gossip-dtype`` the conservation of ``sum(x)`` holds only to
+that precision.
+
+**Overlap** (``--sgp-overlap``, OSGP): the round's messages are posted and the step returns at
+once; they travel while the next forward/backward computes and are added one step late. The
+shares kept and sent are split at posting time, so ``sum(x)`` and ``sum(w)`` (counting messages
+in flight) are still conserved; ``w`` dips below 1 while mass is in flight and ``z = x / w``
+corrects for it. ``flush()`` (before evaluation and checkpoints) receives what is in flight.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from crossover_sgd.algorithms.gossip import MAX_DTYPES, GossipAlgorithm
-from crossover_sgd.comm.p2p import Message, exchange
+from crossover_sgd.comm.p2p import Message, Pending, post
 from crossover_sgd.errors import ConfigError
 from topology import ExponentialGraph, num_powers_of_two_below
 
 __all__ = ["SGP"]
+
+_WEIGHT_TAG = MAX_DTYPES - 1
 
 
 class SGP(GossipAlgorithm):
@@ -35,7 +45,7 @@ class SGP(GossipAlgorithm):
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = super().prepare(model)
         n, k = self.ctx.world_size, self.config.sgp_peers
-        self.graph = None
+        self.graph: Optional[ExponentialGraph] = None
         if n > 1:
             if k < 1 or k >= n:
                 raise ConfigError(f"--sgp-peers {k} is invalid for {n} ranks: use 1 to {n - 1}")
@@ -46,6 +56,7 @@ class SGP(GossipAlgorithm):
             self.graph = ExponentialGraph(n, k=k)
         self.weight = torch.ones((), dtype=torch.float64, device=self.ctx.device)
         self.numerators: List[torch.Tensor] = []
+        self.in_flight: Optional[Tuple[Pending, List[Tuple[List[torch.Tensor], torch.Tensor]]]] = None
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -58,37 +69,62 @@ class SGP(GossipAlgorithm):
             for x, z_now in zip(self.numerators, z):
                 x.add_(z_now - x / self.weight.to(x.dtype))
         if self.graph is not None:
-            self._push_sum()
-        with torch.no_grad():
-            for buf, x in zip(flat.buffers.values(), self.numerators):
-                torch.div(x, self.weight.to(x.dtype), out=buf)
-            flat.unpack()
+            self._receive_in_flight()
+            self._post_round()
+            if not self.config.sgp_overlap:
+                self._receive_in_flight()
+        self._write_debiased()
         self.comm.rounds += 1
 
-    def _push_sum(self) -> None:
-        rank, k = self.ctx.rank, self.config.sgp_peers
-        share = 1.0 / (k + 1)
-        outgoing = [x * share for x in self.numerators]
-        outgoing_w = (self.weight * share).reshape(1)
+    def _post_round(self) -> None:
+        """Keep a 1/(k+1) share of (x, w) and post the k shares for the round's out-peers."""
+        share = 1.0 / (self.config.sgp_peers + 1)
+        for x in self.numerators:
+            x.mul_(share)
+        self.weight.mul_(share)
+        outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
+        if self.config.sgp_overlap and outgoing[0] is self.numerators[0]:
+            outgoing = [x.clone() for x in outgoing]  # x changes while the messages travel
+        outgoing_w = self.weight.reshape(1).clone()
         sends: List[Message] = []
         recvs: List[Message] = []
         incoming = []
+        rank = self.ctx.rank
         for peer in self.graph.out_peers(rank, self.round):
-            sends += self.messages(peer, 0, outgoing) + [Message(peer, outgoing_w, MAX_DTYPES - 1)]
+            sends += self.messages(peer, 0, outgoing) + [Message(peer, outgoing_w, _WEIGHT_TAG)]
         for peer in self.graph.in_peers(rank, self.round):
             bufs, w = [torch.empty_like(x) for x in outgoing], torch.empty_like(outgoing_w)
-            recvs += self.messages(peer, 0, bufs) + [Message(peer, w, MAX_DTYPES - 1)]
+            recvs += self.messages(peer, 0, bufs) + [Message(peer, w, _WEIGHT_TAG)]
             incoming.append((bufs, w))
-        exchange(sends, recvs, self.comm, what=f"SGP round {self.round}")
-        for x, out in zip(self.numerators, outgoing):
-            x.copy_(out)
-        self.weight.copy_(outgoing_w.reshape(()))
+        with self.comm.timed():
+            self.in_flight = (post(sends, recvs, what=f"SGP round {self.round}"), incoming)
+
+    def _receive_in_flight(self) -> None:
+        """Wait for the posted round and add what arrived to (x, w)."""
+        if self.in_flight is None:
+            return
+        pending, incoming = self.in_flight
+        self.in_flight = None
+        pending.wait(self.comm)
         for bufs, w in incoming:
             for x, got in zip(self.numerators, bufs):
                 x.add_(got)
             self.weight.add_(w.reshape(()))
 
+    def _write_debiased(self) -> None:
+        (flat,) = self.flats
+        with torch.no_grad():
+            for buf, x in zip(flat.buffers.values(), self.numerators):
+                torch.div(x, self.weight.to(x.dtype), out=buf)
+            flat.unpack()
+
+    def flush(self) -> None:
+        if self.in_flight is not None:
+            self._receive_in_flight()
+            self._write_debiased()
+
     def state_dict(self) -> Dict[str, Any]:
+        self.flush()
         return {**super().state_dict(), "weight": self.weight.cpu(),
                 "numerators": [x.cpu() for x in self.numerators]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -25,13 +25,13 @@ class FlatParams:
             for dtype, group in self.groups.items()
         }
 
-        self._scratch: List[torch.Tensor] = []
+        self._scratch: Dict[Optional[torch.dtype], List[torch.Tensor]] = {}
 
-    def scratch(self) -> List[torch.Tensor]:
-        """Receive buffers shaped like ``buffers`` (allocated once, reused every round)."""
-        if not self._scratch:
-            self._scratch = [torch.empty_like(buf) for buf in self.buffers.values()]
-        return self._scratch
+    def scratch(self, dtype: Optional[torch.dtype] = None) -> List[torch.Tensor]:
+        """Receive buffers shaped like ``buffers``, in ``dtype`` (default: theirs); allocated once."""
+        if dtype not in self._scratch:
+            self._scratch[dtype] = [torch.empty_like(buf, dtype=dtype or buf.dtype) for buf in self.buffers.values()]
+        return self._scratch[dtype]
 
     @property
     def nbytes(self) -> int:

@@ -1,6 +1,4 @@
-"""Runtime: launch detection, the local launcher, device/backend choice and process groups."""
-
-from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
-from crossover_sgd.runtime.process_group import DistContext, init_distributed, select_backend, select_device
-
-__all__ = ["LaunchInfo", "DistContext", "detect_launch", "init_distributed", "select_backend", "select_device"]
+"""Runtime: launch detection (``launch``), the local launcher (``local_launcher``), device,
+backend and process group (``process_group``), heartbeats (``watchdog``), ``launch-info``
+(``report``). Import the submodules directly; this package imports nothing (the launcher process
+of ``--nproc`` never needs torch)."""

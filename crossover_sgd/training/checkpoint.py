@@ -55,9 +55,14 @@ def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
     """This rank's state of the latest published step; ConfigError if missing, broken or foreign."""
     marker = out / "checkpoints" / "latest.json"
     try:
-        step = int(json.loads(marker.read_text())["step"])
+        published = json.loads(marker.read_text())
+        step = int(published["step"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"--resume: {marker} is missing or unreadable") from None
+    saved_world = published.get("world_size")
+    if saved_world is not None and saved_world != expected["world_size"]:  # the same line on every rank
+        raise ConfigError(f"--resume: checkpoint {marker} was written with world_size={saved_world!r}, "
+                          f"but this run has world_size={expected['world_size']!r}")
     path = _step_dir(out, step) / f"rank{rank}.pt"
     if not path.is_file():
         raise ConfigError(f"--resume: checkpoint {path} is missing (was the run started with more ranks?)")

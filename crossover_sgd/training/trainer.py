@@ -93,6 +93,7 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def checkpoint(self) -> None:
+        self.algorithm.flush()
         save_checkpoint(self.out, self.ctx.rank, self.step, self.state_dict())
         dist.barrier()
         if self.ctx.is_main:
@@ -175,6 +176,7 @@ class Trainer:
     def evaluate(self) -> Dict[str, float]:
         """This rank's validation loss and accuracy, and those of the consensus (averaged) model
         with the consensus distance (for algorithms whose replicas differ)."""
+        self.algorithm.flush()
         model = self.algorithm.eval_model()
         if self.algorithm.replicas_identical:
             mine = self._validate(model, shard=True)

@@ -37,6 +37,7 @@ def run_variant(ctx, out: Path, name: str, rounds: int, options: dict) -> None:
     for _ in range(rounds):
         algorithm.before_step(optimizer)
         algorithm.after_step(optimizer)
+    algorithm.flush()
     state = {"initial": initial, "final": {n: p.detach().clone() for n, p in model.named_parameters()},
              "segments": [s.names for s in algorithm.segments], "comm": algorithm.comm.as_dict(),
              "rounds": rounds}
