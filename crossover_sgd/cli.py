@@ -198,7 +198,8 @@ def report_errors(action: Callable[[], int], prog: str = PROG) -> int:
     try:
         return action()
     except ConfigError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if not exc.quiet:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

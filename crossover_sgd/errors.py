@@ -2,7 +2,12 @@
 
 
 class ConfigError(ValueError):
-    """Bad user input: a flag value, a path, a checkpoint. Printed as one line, exit code 2."""
+    """Bad user input: a flag value, a path, a checkpoint. Printed as one line, exit code 2.
+
+    ``quiet``: every rank found the same error; only rank 0 prints it.
+    """
+
+    quiet = False
 
 
 class PeerError(RuntimeError):

@@ -11,14 +11,14 @@ weights. Schedules are drawn from ``--seed`` and the round counter, identically 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.p2p import Message
-from crossover_sgd.comm.segments import Segment, split_model
+from crossover_sgd.comm.segments import Segment, attach_momentum, split_model
 
 __all__ = ["GossipAlgorithm", "MAX_DTYPES"]
 
@@ -46,12 +46,7 @@ class GossipAlgorithm(Algorithm):
         """Cut the model into segments (with momentum buffers attached when they are mixed)."""
         self.segments = self.split()
         if self.config.gossip_momentum and optimizer is not None:
-            segment_of: Dict[str, Segment] = {n: s for s in self.segments for n in s.names}
-            for name, param in self.model.named_parameters():
-                buf = optimizer.state.get(param, {}).get("momentum_buffer")
-                if buf is not None:
-                    segment_of[name].names.append(f"{name}:momentum")
-                    segment_of[name].tensors.append(buf)
+            attach_momentum(self.segments, self.model, optimizer)
         self.flats = [FlatParams(s.tensors) for s in self.segments]
 
     def ensure_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["Segment", "split_model", "CHROMOSOMES"]
+__all__ = ["Segment", "split_model", "attach_momentum", "CHROMOSOMES"]
 
 CHROMOSOMES = ("coarse", "fine")
 _STEM = ("conv1", "bn1", "relu", "maxpool")
@@ -104,3 +104,13 @@ def _equal_byte_keys(tensors: List[torch.Tensor], count: int) -> List[str]:
         previous = start
     starts.append(len(tensors))
     return [f"part{k}" for k in range(count) for _ in range(starts[k + 1] - starts[k])]
+
+
+def attach_momentum(segments: List[Segment], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Add each parameter's momentum buffer (if it has one yet) to the parameter's segment."""
+    segment_of = {name: segment for segment in segments for name in segment.names}
+    for name, param in model.named_parameters():
+        buf = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buf is not None:
+            segment_of[name].names.append(f"{name}:momentum")
+            segment_of[name].tensors.append(buf)

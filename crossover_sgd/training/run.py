@@ -77,6 +77,9 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
     heartbeat = start_heartbeat(ctx)
     try:
         return _train(config, ctx, data, device, resume_state, started)
+    except ConfigError as exc:
+        exc.quiet = ctx.rank != 0  # found alike by every rank (config x world): rank 0 reports it
+        raise
     except (PeerError, dist.DistError, RuntimeError) as exc:
         if not is_communication_failure(exc):
             raise
