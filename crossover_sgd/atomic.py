@@ -18,6 +18,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask like open() does
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -28,6 +29,12 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -8,10 +8,10 @@ Bad input ends with one line ``crossover-sgd: error: ...`` and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from crossover_sgd.config import DATASETS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
 from crossover_sgd.errors import ConfigError
@@ -161,6 +161,7 @@ def run_train(config: TrainConfig, command: List[str]) -> int:
     """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank."""
     config.validate()
     if config.nproc is not None:
+        from crossover_sgd.training.checkpoint import published_checkpoint
         from crossover_sgd.training.data import preflight_data
         from crossover_sgd.training.outputs import check_out_dir
         from crossover_sgd.training.run import default_out_dir
@@ -170,6 +171,8 @@ def run_train(config: TrainConfig, command: List[str]) -> int:
             command = command + ["--out", config.out]
         else:
             check_out_dir(Path(config.out), resume=config.resume)
+            if config.resume:
+                published_checkpoint(Path(config.out), config.nproc)
         preflight_data(config)
         print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", file=sys.stderr)
     from crossover_sgd.training.run import run_worker
@@ -193,13 +196,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return report_errors(lambda: _launch_info(args, command))
 
 
-def report_errors(action: Callable[[], int], prog: str = PROG) -> int:
-    """Run ``action``; bad input becomes one line on stderr and exit code 2."""
+def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optional[Dict[str, str]] = None) -> int:
+    """Run ``action``; bad input becomes one line on stderr and exit code 2.
+
+    ``flag_names`` renames flags in messages (the legacy script's users know other names).
+    """
     try:
         return action()
     except ConfigError as exc:
         if not exc.quiet:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            message = str(exc)
+            for new, old in (flag_names or {}).items():
+                message = re.sub(rf"{re.escape(new)}(?![\w-])", old, message)
+            print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

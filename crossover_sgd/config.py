@@ -28,12 +28,10 @@ PLANNED_FEATURES = {
 
 
 def parse_bool(text: str) -> bool:
-    """The original scripts' string booleans: ``True``/``False`` (any case), also 1/0, yes/no."""
+    """The original scripts' string booleans: ``True`` or ``False`` (any case), nothing else."""
     value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
-        return True
-    if value in ("false", "0", "no", "n", "off"):
-        return False
+    if value in ("true", "false"):
+        return value == "true"
     raise ConfigError(f"{text!r} is not a boolean: use True or False")
 
 

@@ -30,6 +30,13 @@ PROG = "imagenet_test.py"
 STUDY_LABEL_SMOOTHING, STUDY_CLIP_NORM, STUDY_WEIGHT_DECAY = 0.1, 1000.0, 5e-5
 
 
+#: ``crossover-sgd train`` flag -> the original script's name for it (used in error messages).
+LEGACY_NAMES = {"--batch-size": "--batch_size", "--local-itr": "--local_itr", "--epochs": "--maxepoch",
+                "--lr": "--baselr", "--lr-schedule": "--lrdecay", "--warmup-epochs": "--warmup_epoch",
+                "--data-dir": "--data", "--seed": "--manual_seed", "--eval-every": "--eval_every",
+                "--weight-decay": "--weight_decay"}
+
+
 def build_legacy_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="The original Crossover-SGD training script's flags.")
     p.add_argument("--batch_size", type=int, default=128, help="per-GPU micro-batch")
@@ -106,4 +113,4 @@ def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> 
     argv: List[str] = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, script or sys.argv[0]] + argv
     args = build_legacy_parser().parse_args(argv)
-    return report_errors(lambda: run_train(legacy_config(args), command), prog=PROG)
+    return report_errors(lambda: run_train(legacy_config(args), command), prog=PROG, flag_names=LEGACY_NAMES)

@@ -22,7 +22,7 @@ import torch
 from crossover_sgd.atomic import atomic_write, atomic_write_json
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "load_checkpoint"]
 
 FORMAT = "crossover-sgd-checkpoint"
 VERSION = 1
@@ -50,9 +50,8 @@ def publish_checkpoint(out: Path, step: int, world_size: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
-                    map_location: torch.device) -> Dict[str, Any]:
-    """This rank's state of the latest published step; ConfigError if missing, broken or foreign."""
+def published_checkpoint(out: Path, world_size: int) -> Path:
+    """The step folder ``latest.json`` points at, checked against ``world_size`` and complete."""
     marker = out / "checkpoints" / "latest.json"
     try:
         published = json.loads(marker.read_text())
@@ -60,12 +59,20 @@ def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"--resume: {marker} is missing or unreadable") from None
     saved_world = published.get("world_size")
-    if saved_world is not None and saved_world != expected["world_size"]:  # the same line on every rank
+    if saved_world is not None and saved_world != world_size:  # the same line on every rank
         raise ConfigError(f"--resume: checkpoint {marker} was written with world_size={saved_world!r}, "
-                          f"but this run has world_size={expected['world_size']!r}")
-    path = _step_dir(out, step) / f"rank{rank}.pt"
-    if not path.is_file():
-        raise ConfigError(f"--resume: checkpoint {path} is missing (was the run started with more ranks?)")
+                          f"but this run has world_size={world_size!r}")
+    folder = _step_dir(out, step)
+    missing = [r for r in range(world_size) if not (folder / f"rank{r}.pt").is_file()]
+    if missing:
+        raise ConfigError(f"--resume: checkpoint {folder} lacks the files of rank(s) {missing}")
+    return folder
+
+
+def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
+                    map_location: torch.device) -> Dict[str, Any]:
+    """This rank's state of the latest published step; ConfigError if missing, broken or foreign."""
+    path = published_checkpoint(out, expected["world_size"]) / f"rank{rank}.pt"
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file

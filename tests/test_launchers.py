@@ -1,0 +1,252 @@
+"""Real launches: the local launcher (``--nproc``), torchrun and ``mpiexec`` from the MPICH wheel.
+
+Every rank runs ``crossover-sgd launch-info`` (or a short training) and reports what it
+detected; the tests check those reports. Every launch is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from support import child_env, cli, read_metrics, run
+
+pytestmark = pytest.mark.slow
+
+LAUNCH_TIMEOUT = 120  # seconds; a launch-info takes ~5-10 s here
+PROC = Path("/proc")
+
+
+def _mpiexec() -> Optional[str]:
+    """The MPICH wheel's mpiexec (installed next to this Python), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+needs_mpiexec = pytest.mark.skipif(
+    MPIEXEC is None,
+    reason="no mpiexec: install the test extra (pip install -e '.[test]' brings the mpich wheel)")
+needs_proc = pytest.mark.skipif(not (PROC / "self" / "environ").exists(),
+                                reason="needs /proc to find the launcher's child processes")
+
+
+def cpu_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """``child_env`` with GPUs hidden: these tests are about launchers, and several ranks
+    sharing one GPU would not be a valid NCCL job on a one-GPU machine."""
+    return child_env({"CUDA_VISIBLE_DEVICES": "", **(extra or {})})
+
+
+def launch_table(args: List[str], json_path: Path) -> List[Dict[str, object]]:
+    """Run a launch; on success return the table rank 0 wrote to ``json_path``."""
+    result = run(args, timeout=LAUNCH_TIMEOUT, env=cpu_env())
+    assert result.returncode == 0, f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    table = json.loads(json_path.read_text())
+    # rank 0 also prints one JSON line per rank on stdout
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert printed == table
+    return table
+
+
+def assert_one_rendezvous(table: List[Dict[str, object]]) -> None:
+    endpoints = {(row["master_addr"], row["master_port"]) for row in table}
+    assert len(endpoints) == 1, endpoints
+    addr, port = endpoints.pop()
+    assert addr and isinstance(port, int) and 0 < port < 65536
+
+
+def test_local_launcher_three_ranks(tmp_path):
+    out = tmp_path / "table.json"
+    table = launch_table([sys.executable, "-m", "crossover_sgd", "launch-info", "--nproc", "3",
+                          "--json", str(out)], out)
+    assert [row["rank"] for row in table] == [0, 1, 2]
+    for row in table:
+        assert row["launcher"] == "local"
+        assert row["world_size"] == 3
+        assert row["local_rank"] == row["launcher_local_rank"] == row["rank"]
+        assert row["local_size"] == row["launcher_local_size"] == 3
+        assert row["node_id"] == row["launcher_node_id"] == 0
+        assert (row["device"], row["backend"]) == ("cpu", "gloo")
+        assert row["master_addr"] == "127.0.0.1"
+    assert_one_rendezvous(table)
+
+
+def test_gpu_per_node_overrides_the_local_launchers_placement(tmp_path):
+    out = tmp_path / "table.json"
+    table = launch_table([sys.executable, "-m", "crossover_sgd", "launch-info", "--nproc", "4",
+                          "--gpu_per_node", "2", "--json", str(out)], out)
+    assert [row["rank"] for row in table] == [0, 1, 2, 3]
+    for row in table:
+        rank = row["rank"]
+        assert (row["local_rank"], row["local_size"], row["node_id"]) == (rank % 2, 2, rank // 2)
+        # what the launcher itself said is unchanged: 4 ranks on one node
+        launcher_view = (row["launcher_local_rank"], row["launcher_local_size"], row["launcher_node_id"])
+        assert launcher_view == (rank, 4, 0)
+    assert_one_rendezvous(table)
+
+
+def test_torchrun(tmp_path):
+    out = tmp_path / "table.json"
+    table = launch_table([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "crossover_sgd", "launch-info", "--json", str(out)], out)
+    assert [row["rank"] for row in table] == [0, 1]
+    for row in table:
+        assert row["launcher"] == "torchrun"
+        assert row["world_size"] == 2
+        assert row["local_rank"] == row["launcher_local_rank"] == row["rank"]
+        assert row["local_size"] == 2
+        assert row["node_id"] == 0
+    assert_one_rendezvous(table)
+
+
+@needs_mpiexec
+def test_mpiexec(tmp_path):
+    out = tmp_path / "table.json"
+    table = launch_table([MPIEXEC, "-n", "4", sys.executable, "-m", "crossover_sgd", "launch-info",
+                          "--json", str(out)], out)
+    assert [row["rank"] for row in table] == [0, 1, 2, 3]
+    for row in table:
+        assert row["launcher"] == "mpich"
+        assert row["world_size"] == 4
+        assert row["local_rank"] == row["launcher_local_rank"] == row["rank"]
+        assert row["local_size"] == 4
+        assert row["node_id"] == 0
+    assert_one_rendezvous(table)
+    # Nobody set MASTER_ADDR: rank 0 broadcast its host name through mpi4py (the loopback
+    # fallback would read 127.0.0.1).
+    assert table[0]["master_addr"] == table[0]["host"]
+    assert table[0]["master_addr"] != "127.0.0.1"
+
+
+def check_two_rank_training(out: Path, launcher: str) -> None:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["launcher"] == launcher
+    assert summary["world_size"] == 2
+    rows = [read_metrics(out / f"metrics_rank{rank}.csv") for rank in (0, 1)]
+    assert [[r["epoch"] for r in ranks] for ranks in rows] == [["1", "2"], ["1", "2"]]
+    # AllReduce keeps the replicas identical: both ranks evaluate the same model
+    assert [r["val_acc"] for r in rows[0]] == [r["val_acc"] for r in rows[1]]
+    assert [r["val_loss"] for r in rows[0]] == [r["val_loss"] for r in rows[1]]
+    assert summary["final_val_acc"][0] == summary["final_val_acc"][1] == float(rows[0][-1]["val_acc"])
+    assert float(rows[0][-1]["val_acc"]) > 0.5  # it learned something (10 classes)
+
+
+def test_training_under_torchrun(tmp_path):
+    out = tmp_path / "run"
+    result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                  "-m", "crossover_sgd", "train", "--epochs", "2", "--out", str(out)],
+                 timeout=240, env=cpu_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_rank_training(out, "torchrun")
+
+
+@needs_mpiexec
+def test_training_under_mpiexec(tmp_path):
+    out = tmp_path / "run"
+    result = run([MPIEXEC, "-n", "2", sys.executable, "-m", "crossover_sgd", "train", "--epochs", "2",
+                  "--out", str(out)], timeout=240, env=cpu_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_two_rank_training(out, "mpich")
+
+
+# --------------------------------------------------------------------------------------------
+# The local launcher when something goes wrong
+# --------------------------------------------------------------------------------------------
+
+def marked_processes(marker: str) -> Dict[int, Dict[str, str]]:
+    """pid -> environment of the live processes whose environment carries ``marker``."""
+    found = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone, or not ours to read
+            continue
+        if state == "Z":
+            continue
+        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        if env.get("CROSSOVER_SGD_TEST_MARKER") == marker:
+            found[int(entry.name)] = env
+    return found
+
+
+def leftovers(marker: str) -> Dict[int, Dict[str, str]]:
+    """The marked processes still alive; they are killed (by pid) so a failure leaves none."""
+    alive = marked_processes(marker)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@needs_proc
+def test_local_launcher_stops_the_other_ranks_when_one_dies():
+    """Rank 1 is killed while rank 0 waits for it at the rendezvous (a wait of up to 120 s):
+    the launcher must stop rank 0, report rank 1's death and exit 128 + 9, leaving no process."""
+    marker = uuid.uuid4().hex
+    launcher = subprocess.Popen([sys.executable, "-m", "crossover_sgd", "launch-info", "--nproc", "2"],
+                                env=cpu_env({"CROSSOVER_SGD_TEST_MARKER": marker}),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim, deadline = None, time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and launcher.poll() is None:
+            ranks = {env.get("RANK"): pid for pid, env in marked_processes(marker).items()
+                     if env.get("CROSSOVER_SGD_LAUNCHER") == "local"}
+            victim = ranks.get("1")
+            time.sleep(0.02)
+        assert victim is not None, "the launcher never started rank 1"
+        os.kill(victim, signal.SIGKILL)
+        started = time.monotonic()
+        _, stderr = launcher.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        left = leftovers(marker)
+    assert launcher.returncode == 128 + signal.SIGKILL, stderr
+    assert "rank 1 exited with code -9; stopping the other ranks" in stderr
+    assert elapsed < 30  # rank 0 was stopped, not left to time out
+    assert left == {}
+
+
+@needs_proc
+def test_local_launcher_exits_non_zero_when_every_rank_fails():
+    """``--backend nccl`` on a CPU-only run: every rank refuses it (one line each, exit 2)."""
+    marker = uuid.uuid4().hex
+    try:
+        result = cli("launch-info", "--nproc", "2", "--backend", "nccl", timeout=LAUNCH_TIMEOUT,
+                     env=cpu_env({"CROSSOVER_SGD_TEST_MARKER": marker}))
+    finally:
+        left = leftovers(marker)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    refusal = "crossover-sgd: error: --backend nccl needs GPUs, but this run is on the CPU: use --backend gloo"
+    assert refusal in lines
+    assert any(line.startswith("crossover-sgd: rank ") and "exited with code 2" in line for line in lines)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert left == {}
+
+
+def test_world_size_that_disagrees_with_nproc_is_rejected(tmp_path):
+    result = cli("train", "--world_size", "3", "--nproc", "2", "--out", str(tmp_path / "run"), timeout=60,
+                 env=cpu_env())
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["crossover-sgd: error: --world_size 3 disagrees with --nproc 2"]
+    assert not (tmp_path / "run").exists()
