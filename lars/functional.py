@@ -5,12 +5,15 @@ Python branch on tensor data. Per-tensor factors (trust ratios, the momentum
 correction) are computed as small device vectors and applied with foreach ops that
 take one 0-D tensor per list element; the zero-norm fallback uses ``torch.where``
 and a skipped mixed-precision step (``found_inf != 0``) is masked out with tensor
-ops. All tensors of one call must share a device and a dtype.
+ops: its non-finite gradients are cleared with ``masked_fill_`` and every factor is
+zeroed (the momentum factor set to 1). Updates are accumulated in place, with no
+temporary the size of the model. All tensors of one call must share a device and a
+dtype.
 """
 
 from __future__ import annotations
 
-from typing import overload
+from typing import List, Union, overload
 
 import torch
 from torch import Tensor
@@ -19,7 +22,7 @@ from .options import MXNET
 
 # A factor applied per tensor: one Python number, one 0-D tensor for every tensor
 # of the list, or a list with one 0-D tensor per tensor.
-Factor = float | Tensor | list[Tensor]
+Factor = Union[float, Tensor, List[Tensor]]  # typing.Union: evaluated at runtime (py3.9)
 
 
 @overload
@@ -54,9 +57,17 @@ def coef_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def to_device(tensor: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """``tensor.to(device, dtype)``, asynchronous unless the copy lands on the CPU (where
+    the host would read it before a device-to-host copy has finished)."""
+    return tensor.to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
+
+
 def stacked_norms(tensors: list[Tensor]) -> Tensor:
     """L2 norms of ``tensors`` as one 1-D vector (accumulated in at least float32)."""
     dtype = coef_dtype(tensors[0].dtype)
+    if dtype == tensors[0].dtype:
+        return torch.stack(torch._foreach_norm(tensors, 2))
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
@@ -107,7 +118,8 @@ def multi_tensor_lars_(
     Args:
         params, grads, momentum_buffers: parameters (LARS first), their gradients
             (possibly scaled by ``1 / inv_grad_scale``) and buffers (``None`` iff
-            ``momentum == 0``); gradients are not modified.
+            ``momentum == 0``). Gradients are left untouched, except on a skipped
+            step (``found_inf != 0``), where they are zeroed in place.
         weight_norms, grad_norms: ``||w||`` and the *unscaled* ``||g||`` of the
             first ``k`` tensors, 1-D, on the tensors' device.
         inv_grad_scale: 0-D tensor multiplying the gradients (AMP unscaling).
@@ -124,28 +136,33 @@ def multi_tensor_lars_(
 
     keep: Tensor | None = None
     if found_inf is not None:
-        keep = found_inf.to(device, non_blocking=True) == 0
+        keep = to_device(found_inf, device) == 0
+        # inf * 0 is NaN, so a skipped step cannot be cancelled by a zero factor alone:
+        # clear the (non-finite, unusable) gradients, then zero the factors below.
+        skip = ~keep
+        for g in grads:
+            g.masked_fill_(skip, 0.0)
 
-    # Per-tensor factor on the gradient and on the weight (weight decay).
-    grad_factor: Factor
-    wd_factor: Factor | None = None
+    # Per-tensor factors on the gradient (a) and on the weight for weight decay (b):
+    # u = a * g + b * w is the term added to the buffer.
+    a: Factor = base
+    b: Tensor | None = None
     if n_lars:
         trust = trust_ratio(weight_norms.to(cdtype), grad_norms.to(cdtype), weight_decay, eta, eps)
         if trust_clip is not None:
             trust = trust.clamp(max=trust_clip)
-        coef = torch.full((n_all,), base, dtype=cdtype, device=device)
-        coef[:n_lars] *= trust
+        a_vec = torch.full((n_all,), base, dtype=cdtype, device=device)
+        a_vec[:n_lars] *= trust
         if weight_decay != 0.0:
-            wd_factor = list((coef[:n_lars] * weight_decay).unbind())
-        if inv_grad_scale is not None:
-            coef = coef * inv_grad_scale.to(device=device, dtype=cdtype)
-        grad_factor = list(coef.unbind())
-    elif inv_grad_scale is not None:
-        grad_factor = inv_grad_scale.to(device=device, dtype=cdtype) * base
-    else:
-        grad_factor = base
+            b = a_vec[:n_lars] * weight_decay
+        a = a_vec
+    if inv_grad_scale is not None:
+        a = to_device(inv_grad_scale, device, cdtype) * a
+    if keep is not None:
+        a = torch.where(keep, a, 0.0) if isinstance(a, Tensor) else keep.to(cdtype) * a
+        b = None if b is None else torch.where(keep, b, 0.0)
 
-    # Momentum factor, masked to 1 on a skipped step.
+    # Momentum factor m' (1 on a skipped step); the final step of the buffer is masked.
     mom: Factor | None = None
     if momentum != 0.0:
         if last_lrs is not None:
@@ -163,42 +180,31 @@ def multi_tensor_lars_(
             mom = momentum
         else:
             mom = torch.where(keep, torch.full((), momentum, dtype=cdtype, device=device), 1.0)
-
-    lars_params = params[:n_lars]
-    if mom is not None and not nesterov and keep is None:
-        # Fast path: accumulate straight into the buffers, no temporaries.
-        assert momentum_buffers is not None
-        torch._foreach_mul_(momentum_buffers, mom)
-        _add_scaled_(momentum_buffers, grad_factor, grads)
-        if wd_factor is not None:
-            _add_scaled_(momentum_buffers[:n_lars], wd_factor, lars_params)
-        torch._foreach_add_(params, momentum_buffers, alpha=-step_size)
-        return
-
-    # General path: the new term u = factor * d in a temporary.
-    update = torch._foreach_mul(grads, grad_factor)
-    if wd_factor is not None:
-        _add_scaled_(update[:n_lars], wd_factor, lars_params)
+    buf_step: Factor = -step_size * (momentum if nesterov else 1.0)
     if keep is not None:
-        # Non-finite gradients cannot be cancelled by multiplying by 0: select instead.
-        skip = ~keep
-        for u in update:
-            u.masked_fill_(skip, 0.0)
-    direction = update
+        buf_step = keep.to(cdtype) * buf_step
+
+    # Everything is accumulated in place: no temporary the size of the model.
+    lars_params = params[:n_lars]
     if mom is not None:
         assert momentum_buffers is not None
         torch._foreach_mul_(momentum_buffers, mom)
-        torch._foreach_add_(momentum_buffers, update)
-        if nesterov:
-            torch._foreach_add_(update, momentum_buffers, alpha=momentum)
-        else:
-            direction = momentum_buffers
-    if keep is None:
-        torch._foreach_add_(params, direction, alpha=-step_size)
-        return
-    neg_step = keep.to(cdtype) * -step_size
-    if direction is update:
-        torch._foreach_mul_(update, neg_step)
-    else:
-        direction = torch._foreach_mul(direction, neg_step)
-    torch._foreach_add_(params, direction)
+        _add_scaled_(momentum_buffers, _per_tensor(a), grads)
+        if b is not None:
+            _add_scaled_(momentum_buffers[:n_lars], _per_tensor(b), lars_params)
+        if not nesterov:                  # w -= s * buf
+            _add_scaled_(params, buf_step, momentum_buffers)
+            return
+    # w -= s * u (+ s * m * buf for Nesterov), with u = a * g + b * w from the old w.
+    if b is not None:
+        _add_scaled_(lars_params, _per_tensor(-step_size * b), lars_params)
+    _add_scaled_(params, _per_tensor(-step_size * a), grads)
+    if mom is not None:
+        _add_scaled_(params, buf_step, momentum_buffers)
+
+
+def _per_tensor(factor: Factor) -> Factor:
+    """A 1-D tensor of per-tensor factors as a list of 0-D tensors; anything else unchanged."""
+    if isinstance(factor, Tensor) and factor.ndim == 1:
+        return list(factor.unbind())
+    return factor

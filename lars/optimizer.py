@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .functional import coef_dtype, multi_tensor_lars_, stacked_norms
+from .functional import coef_dtype, multi_tensor_lars_, stacked_norms, to_device
 from .groups import is_excluded
 from .options import DEFAULTS, STUDY_DEFAULTS, validate_options
 
@@ -64,8 +64,9 @@ class LARS(Optimizer):
     ``step()`` reads no tensor on the host. It supports ``torch.amp.GradScaler``
     natively (``_step_supports_amp_scaling``): it takes ``grad_scale`` and ``found_inf``
     (keywords, or the attributes GradScaler sets), takes trust ratios from unscaled
-    gradients without modifying ``p.grad``, and on ``found_inf != 0`` leaves
-    parameters, momentum buffers, ``last_lr`` and ``step`` unchanged by tensor masking.
+    gradients without unscaling ``p.grad`` in place, and on ``found_inf != 0`` leaves
+    parameters, momentum buffers, ``last_lr`` and ``step`` unchanged by tensor masking
+    (the unusable gradients of such a step are zeroed in place).
     ``scaler.unscale_(opt)`` before ``scaler.step(opt)`` works as well.
 
     State per parameter: ``step`` (0-D float32), ``momentum_buffer`` (if momentum > 0),
@@ -170,13 +171,13 @@ class LARS(Optimizer):
             b.weight_norms = stacked_norms(b.params)
             b.grad_norms = stacked_norms([p.grad for p in b.params])
             if grad_scale is not None:
-                inv = grad_scale.to(b.grad_norms.device, torch.float64).reciprocal()
+                inv = to_device(grad_scale, b.grad_norms.device, torch.float64).reciprocal()
                 b.grad_norms = b.grad_norms * inv.to(b.grad_norms.dtype)
         if self._norm_hook is None or not buckets:
             return
         device = buckets[0].params[0].device
-        w_sq = torch.cat([b.weight_norms.to(device, non_blocking=True) for b in buckets]).square()
-        g_sq = torch.cat([b.grad_norms.to(device, non_blocking=True) for b in buckets]).square()
+        w_sq = torch.cat([to_device(b.weight_norms, device) for b in buckets]).square()
+        g_sq = torch.cat([to_device(b.grad_norms, device) for b in buckets]).square()
         new_w_sq, new_g_sq = self._norm_hook(w_sq, g_sq)
         for name, old, new in (("weight", w_sq, new_w_sq), ("grad", g_sq, new_g_sq)):
             if not isinstance(new, Tensor) or new.shape != old.shape:
@@ -186,8 +187,8 @@ class LARS(Optimizer):
         sizes = [len(b.params) for b in buckets]
         for b, w, g in zip(buckets, new_w_sq.split(sizes), new_g_sq.split(sizes)):
             dev, dtype = b.params[0].device, b.weight_norms.dtype
-            b.weight_norms = w.to(dev, dtype, non_blocking=True).sqrt()
-            b.grad_norms = g.to(dev, dtype, non_blocking=True).sqrt()
+            b.weight_norms = to_device(w, dev, dtype).sqrt()
+            b.grad_norms = to_device(g, dev, dtype).sqrt()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *,
@@ -197,10 +198,11 @@ class LARS(Optimizer):
         Args:
             closure: re-evaluates the model and returns the loss (optional).
             grad_scale: 0-D tensor by which the gradients are multiplied (AMP); they are
-                unscaled on the fly, ``p.grad`` is not modified. Defaults to the
+                unscaled on the fly, not in place. Defaults to the
                 ``grad_scale`` attribute GradScaler sets, if any.
             found_inf: 0-D tensor, nonzero when some gradient is not finite: the step
-                then changes nothing. Defaults to GradScaler's ``found_inf`` attribute.
+                then changes no parameter or optimizer state (the gradients, unusable,
+                are zeroed). Defaults to GradScaler's ``found_inf`` attribute.
         """
         loss = None
         if closure is not None:
@@ -231,14 +233,14 @@ class LARS(Optimizer):
                     momentum_form=group["momentum_form"],
                     last_lrs=[s["last_lr"] for s in states] if group["momentum_correction"] else None,
                     inv_grad_scale=(None if grad_scale is None
-                                    else grad_scale.to(device, torch.float64).reciprocal()),
+                                    else to_device(grad_scale, device, torch.float64).reciprocal()),
                     found_inf=found_inf,
                 )
                 steps = [s["step"] for s in states]
                 if found_inf is None:
                     torch._foreach_add_(steps, 1.0)
                 else:
-                    taken = (found_inf.to(device, non_blocking=True) == 0).to(torch.float32)
+                    taken = (to_device(found_inf, device) == 0).to(torch.float32)
                     torch._foreach_add_(steps, [taken] * len(steps))
         return loss
 

@@ -108,6 +108,8 @@ def test_direct_found_inf_keywords(make_cnn):
     opt.param_groups[0]["lr"] = 0.05
     opt.step(grad_scale=torch.tensor(SCALE), found_inf=torch.tensor(1.0))
     _assert_same(before, model, opt)
+    # The unusable gradients of a skipped step are cleared (documented).
+    assert all(torch.count_nonzero(p.grad) == 0 for p in model.parameters())
 
 
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])

@@ -109,3 +109,13 @@ def test_mxnet_with_correction_equals_pytorch_form(nesterov, make_cnn, set_rando
     assert param_diff(models[0], models[1]) < 1e-6
     # Without the correction the forms really differ under this schedule.
     assert param_diff(models[2], models[1]) > 1e-3
+
+
+def test_correction_survives_a_zero_learning_rate(make_cnn, set_random_grads, param_diff):
+    """Warm-up from lr = 0: the buffer is 0 after that step, and no 0/0 appears later."""
+    a, b = make_cnn(), make_cnn()
+    options = dict(momentum=0.9, weight_decay=WD, eta=ETA, momentum_correction=True)
+    fast, ref = LARS(a.parameters(), lr=0.0, **options), ReferenceLARS(b.parameters(), lr=0.0, **options)
+    _train_pair(a, b, fast, ref, set_random_grads, lambda t: 0.02 * t, steps=10)
+    assert all(torch.isfinite(p).all() for p in a.parameters())
+    assert param_diff(a, b) < 1e-6
