@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from crossover_sgd.config import DATASETS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.errors import ConfigError, DivergedError
 
 __all__ = ["main", "build_parser", "OneLineParser", "str_bool", "run_train", "report_errors"]
 
@@ -96,8 +96,25 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--poly-hold-epochs", type=int, default=d.poly_hold_epochs)
     _add(g, "--step-milestones", type=int, nargs="+", default=list(d.step_milestones), metavar="EPOCH")
     _add(g, "--step-gamma", type=float, default=d.step_gamma)
-    _add(g, "--lars", type=str_bool, default=False, metavar="BOOL", help="(planned)")
-    _add(g, "--amp", default="off", help="(planned) off, fp16 or bf16")
+    _add(g, "--wd-schedule", type=str_bool, default=d.wd_schedule, metavar="BOOL",
+         help="scale weight decay by the learning-rate schedule's factor (the study's poly recipe)")
+    g = parser.add_argument_group("LARS and mixed precision")
+    _add(g, "--lars", type=str_bool, default=d.lars, metavar="BOOL", help="use LARS (MXNet style) instead of SGD")
+    _add(g, "--lars-coef", type=float, default=d.lars_coef, help="LARS trust coefficient eta")
+    _add(g, "--lars-momentum-form", default=d.lars_momentum_form,
+         help="mxnet (lr inside the momentum buffer, the study's) or pytorch")
+    _add(g, "--lars-momentum-correction", type=str_bool, default=d.lars_momentum_correction, metavar="BOOL",
+         help="mxnet form: rescale momentum when the lr changes (equals the pytorch form)")
+    _add(g, "--lars-trust-clip", type=float, default=None, help="clip the trust ratio (LARC style; 1: lr cap)")
+    _add(g, "--sync-lars-group-size", type=int, default=None,
+         help="LARS norms of the sum of weights/gradients over groups of this many consecutive ranks")
+    _add(g, "--sync-lars-start-epoch", type=int, default=d.sync_lars_start_epoch,
+         help="epoch from which LARS norms are synchronised")
+    _add(g, "--amp", default=d.amp, help="mixed precision: off, fp16 (GPU, GradScaler) or bf16")
+    _add(g, "--channels-last", type=str_bool, default=d.channels_last, metavar="BOOL",
+         help="channels_last memory format (faster convolutions on GPUs)")
+    _add(g, "--skip-nonfinite", type=str_bool, default=d.skip_nonfinite, metavar="BOOL",
+         help="skip optimizer steps whose gradients are not finite")
     g = parser.add_argument_group("outputs")
     _add(g, "--out", default=None, help="output directory (default: runs/<tag or algorithm>-<time>)")
     _add(g, "--tag", default=None, help="a name for the run")
@@ -161,7 +178,10 @@ def run_train(config: TrainConfig, command: List[str]) -> int:
     """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank."""
     config.validate()
     if config.nproc is not None:
+        import torch
+
         from crossover_sgd.training.checkpoint import published_checkpoint
+        from crossover_sgd.training.precision import check_amp
         from crossover_sgd.training.data import preflight_data
         from crossover_sgd.training.outputs import check_out_dir
         from crossover_sgd.training.run import default_out_dir
@@ -174,6 +194,8 @@ def run_train(config: TrainConfig, command: List[str]) -> int:
             if config.resume:
                 published_checkpoint(Path(config.out), config.nproc)
         preflight_data(config)
+        if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+            check_amp(config.amp, torch.device("cpu"))
         print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", file=sys.stderr)
     from crossover_sgd.training.run import run_worker
 
@@ -203,6 +225,9 @@ def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optio
     """
     try:
         return action()
+    except DivergedError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         if not exc.quiet:
             message = str(exc)

@@ -7,12 +7,12 @@ Both entry points (``crossover-sgd train`` and the legacy ``imagenet_test.py``) 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "PLANNED_FEATURES", "parse_bool"]
+__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "parse_bool"]
 
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -20,11 +20,8 @@ RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnex
 MODELS = ("small_cnn",) + RESNETS
 LR_SCHEDULES = ("constant", "step", "cosine", "poly")
 #: Features whose flags are accepted but that this version cannot run yet.
-PLANNED_FEATURES = {
-    "lars": "LARS (the lars/ optimizer wired into training)",
-    "amp": "mixed precision (--amp)",
-    "sync_lars": "LARS norm synchronisation (--sync_lars_start_epoch / --sync_lars_group_size)",
-}
+AMP_MODES = ("off", "fp16", "bf16")
+LARS_MOMENTUM_FORMS = ("mxnet", "pytorch")
 
 
 def parse_bool(text: str) -> bool:
@@ -33,11 +30,6 @@ def parse_bool(text: str) -> bool:
     if value in ("true", "false"):
         return value == "true"
     raise ConfigError(f"{text!r} is not a boolean: use True or False")
-
-
-def not_yet(feature: str, flag: str) -> ConfigError:
-    return ConfigError(f"{flag}: {PLANNED_FEATURES[feature]} is not available in this version of "
-                       "crossover-sgd yet (planned); run without it")
 
 
 @dataclass
@@ -82,9 +74,18 @@ class TrainConfig:
     poly_hold_epochs: int = 2
     step_milestones: Tuple[int, ...] = (30, 60, 80)
     step_gamma: float = 0.1
-    # features of later versions (refused when asked for)
+    wd_schedule: bool = False
+    # LARS and mixed precision
     lars: bool = False
+    lars_coef: float = 0.0025
+    lars_momentum_form: str = "mxnet"
+    lars_momentum_correction: bool = False
+    lars_trust_clip: Optional[float] = None
+    sync_lars_group_size: Optional[int] = None
+    sync_lars_start_epoch: int = 0
     amp: str = "off"
+    channels_last: bool = False
+    skip_nonfinite: bool = True
     # evaluation, outputs, resume
     eval_every: int = 1
     checkpoint_every: int = 1
@@ -101,8 +102,6 @@ class TrainConfig:
     backend: str = "auto"
     device: str = "auto"
     timeout: float = 300.0
-    # explicitly requested features of later versions: {flag: feature}
-    requested_planned: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -118,8 +117,6 @@ class TrainConfig:
         from crossover_sgd.algorithms import ALGORITHMS
         from crossover_sgd.comm.segments import CHROMOSOMES
 
-        for flag, feature in self.requested_planned.items():
-            raise not_yet(feature, flag)
         _choice("--algorithm", self.algorithm, tuple(ALGORITHMS))
         _choice("--chromosome", self.chromosome, CHROMOSOMES)
         _choice("--gossip-dtype", self.gossip_dtype, ("model", "fp32", "fp16", "bf16"))
@@ -137,10 +134,23 @@ class TrainConfig:
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("--backend", self.backend, ("auto", "nccl", "gloo"))
         _choice("--device", self.device, ("auto", "cpu", "cuda"))
-        if self.lars:
-            raise not_yet("lars", "--lars")
-        if self.amp != "off":
-            raise not_yet("amp", "--amp")
+        _choice("--amp", self.amp, AMP_MODES)
+        _choice("--lars-momentum-form", self.lars_momentum_form, LARS_MOMENTUM_FORMS)
+        if not (math.isfinite(self.lars_coef) and self.lars_coef > 0):
+            raise ConfigError(f"--lars-coef {self.lars_coef} is invalid: use a finite number > 0 (the study: 0.0025)")
+        if self.lars_trust_clip is not None and not self.lars_trust_clip > 0:
+            raise ConfigError(f"--lars-trust-clip {self.lars_trust_clip} is invalid: use a number > 0")
+        if self.sync_lars_group_size is not None:
+            if not self.lars:
+                raise ConfigError("--sync-lars-group-size needs --lars True (it synchronises LARS norms)")
+            _at_least("--sync-lars-group-size", self.sync_lars_group_size, 1)
+            known = self.nproc or self.world_size
+            if known is not None and known % self.sync_lars_group_size:
+                raise ConfigError(f"--sync-lars-group-size {self.sync_lars_group_size} does not divide the world "
+                                  f"size {known}: use a divisor of {known}")
+        _at_least("--sync-lars-start-epoch", self.sync_lars_start_epoch, 0)
+        if self.momentum >= 1:
+            raise ConfigError(f"--momentum {self.momentum} is invalid: use 0 <= momentum < 1")
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--local-itr", self.local_itr, 1)
         _at_least("--epochs", self.epochs, 1)

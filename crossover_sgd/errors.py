@@ -12,3 +12,7 @@ class ConfigError(ValueError):
 
 class PeerError(RuntimeError):
     """A peer process died or stopped answering."""
+
+
+class DivergedError(RuntimeError):
+    """A replica's parameters became non-finite; it refuses to send them to its peers."""

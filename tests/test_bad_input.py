@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import pytest
 import torch
 
-from crossover_sgd.config import PLANNED_FEATURES
+
 from support import ROOT, child_env, cli, run
 
 LEGACY = str(ROOT / "imagenet_test.py")
@@ -142,21 +142,6 @@ def test_train_refuses_bad_flag(call, tmp_path, argv, names):
     assert not out.exists()
 
 
-#: Flags of features that land in a later issue (cases drop out as PLANNED_FEATURES shrinks).
-PLANNED_TRAIN = [(argv, flag) for argv, flag, feature in [
-    (["--lars", "True"], "--lars", "lars"), (["--amp", "bf16"], "--amp", "amp"),
-    (["--amp", "fp16"], "--amp", "amp")] if feature in PLANNED_FEATURES]
-
-
-@pytest.mark.parametrize("argv,flag", PLANNED_TRAIN, ids=[" ".join(c[0]) for c in PLANNED_TRAIN])
-def test_train_refuses_planned_feature_saying_so(call, tmp_path, argv, flag):
-    out = tmp_path / "out"
-    code, err = call("cli", ["train", *SHORT_TRAIN, "--out", str(out), *argv])
-    last = assert_refused(code, err, flag)
-    assert "planned" in last and "not available" in last
-    assert not out.exists()
-
-
 DATA_CASES = ([(name, which) for name in ("imagefolder", "imagenet")
                for which in ("missing", "empty", "empty_splits", "empty_classes", "only_train")]
               + [(name, which) for name in ("cifar10", "mnist") for which in ("missing", "empty", "empty_splits")])
@@ -239,23 +224,6 @@ def test_legacy_refuses_bad_flag(call, tmp_path, argv, names):
     out = tmp_path / "out"
     code, err = call("legacy", [*SHORT_LEGACY, "--out", str(out), *argv])
     assert assert_refused(code, err, *names).startswith("imagenet_test.py: error:")
-    assert not out.exists()
-
-
-PLANNED_LEGACY = [(argv, flag) for argv, flag, feature in [
-    (["--allreduce", "True", "--lars", "True"], "--lars", "lars"),
-    (["--crossover", "True", "--amp", "True"], "--amp", "amp"),
-    (["--lars_coef", "0.0025"], "--lars_coef", "lars"),
-    (["--crossover", "True", "--sync_lars_start_epoch", "200"], "--sync_lars_start_epoch", "sync_lars"),
-    (["--sync_lars_group_size", "8"], "--sync_lars_group_size", "sync_lars")] if feature in PLANNED_FEATURES]
-
-
-@pytest.mark.parametrize("argv,flag", PLANNED_LEGACY, ids=[" ".join(c[0]) for c in PLANNED_LEGACY])
-def test_legacy_refuses_planned_feature_saying_so(call, tmp_path, argv, flag):
-    out = tmp_path / "out"
-    code, err = call("legacy", [*SHORT_LEGACY, "--out", str(out), *argv])
-    last = assert_refused(code, err, flag)
-    assert "planned" in last
     assert not out.exists()
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 
 import pytest
 
-from crossover_sgd.config import PLANNED_FEATURES, TrainConfig
+from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.legacy import (STUDY_CLIP_NORM, STUDY_LABEL_SMOOTHING, STUDY_WEIGHT_DECAY,
                                   build_legacy_parser, legacy_config)
@@ -94,7 +93,7 @@ def test_each_original_flag_lands_in_its_field():
                     warmup_epochs=4.0, local_itr=6, epochs=40, seed=776, gpu_per_node=4, momentum=0.8,
                     weight_decay=1e-4, data_dir="/data/imagenet", sync_grad=False, nproc=8, workers=2,
                     eval_every=5, model="resnet18", dataset="imagenet", clip_grad_norm=0.0,
-                    label_smoothing=STUDY_LABEL_SMOOTHING, lars=False, amp="off", requested_planned={})
+                    label_smoothing=STUDY_LABEL_SMOOTHING, lars=False, amp="off")
     assert {k: getattr(config, k) for k in expected} == expected
     config.validate()  # a complete, runnable configuration (no files are touched)
 
@@ -119,63 +118,33 @@ def test_data_dir_aliases():
     assert legacy("--data_dir", "/b").data_dir == "/b"
 
 
-#: Original flags whose feature lands in a later issue (cases drop out as PLANNED_FEATURES shrinks).
-PLANNED = [case for case in [
-    (["--lars", "True"], "--lars", "lars"),
-    (["--amp", "True"], "--amp", "amp"),
-    (["--lars_coef", "0.0025"], "--lars_coef", "lars"),
-    (["--sync_lars_start_epoch", "200"], "--sync_lars_start_epoch", "sync_lars"),
-    (["--sync_lars_group_size", "8"], "--sync_lars_group_size", "sync_lars"),
-] if case[2] in PLANNED_FEATURES]
-
-
-@pytest.mark.parametrize("argv,flag,feature", PLANNED, ids=[c[1] for c in PLANNED])
-def test_planned_flags_are_accepted_then_refused_saying_so(argv, flag, feature):
-    config = legacy("--allreduce", "True", "--dataset", "digits", "--model", "small_cnn", *argv)
-    with pytest.raises(ConfigError) as exc:
-        config.validate()
-    message = str(exc.value)
-    assert message.startswith(flag) and PLANNED_FEATURES[feature] in message and "planned" in message
-    # without the flag the same configuration is fine: the refusal is about the planned feature only
-    legacy("--allreduce", "True", "--dataset", "digits", "--model", "small_cnn").validate()
-
-
 def test_amp_true_asks_for_mixed_precision():
     assert legacy("--amp", "True").amp == "fp16"
     assert legacy("--amp", "False").amp == "off"
     assert legacy("--lars", "True").lars is True
 
 
-def test_study_command_parses_and_is_refused_only_for_planned_features():
+def test_study_command_parses_into_the_study_recipe():
     config = legacy(*STUDY_COMMAND, "--data", "/data/imagenet")
     assert (config.algorithm, config.batch_size, config.world_size, config.tag, config.lars, config.amp) == \
         ("crossover", 128, 32, "4242", True, "fp16")
     assert (config.lr_schedule, config.lr, config.warmup_epochs, config.local_itr, config.clip_grad_norm) == \
         ("poly", 11.0, 36.0, 21, 1000.0)
     assert (config.sync_grad, config.epochs, config.seed, config.gpu_per_node) == (False, 90, 776, 2)
-    assert config.chromosome == "fine"
-    assert set(config.requested_planned) <= {"--lars_coef", "--sync_lars_start_epoch", "--sync_lars_group_size"}
-    assert set(config.requested_planned.values()) <= set(PLANNED_FEATURES)
-    if not (PLANNED_FEATURES.keys() & {"lars", "amp", "sync_lars"}):
-        pytest.skip("every feature of the study command has landed")
-    with pytest.raises(ConfigError) as exc:
-        config.validate()
-    assert any(text in str(exc.value) for text in PLANNED_FEATURES.values())
-    assert "planned" in str(exc.value)
-    # take the planned features away and nothing else is wrong with it
-    replace(config, lars=False, amp="off", requested_planned={}).validate()
+    assert (config.lars_coef, config.sync_lars_group_size, config.sync_lars_start_epoch) == (0.0025, 8, 200)
+    assert (config.momentum, config.weight_decay, config.label_smoothing) == (0.96, 5e-5, 0.1)
+    assert config.chromosome == "fine" and config.wd_schedule  # poly + LARS: weight decay follows the lr factor
+    config.validate()  # everything the study asks for exists
 
 
-def test_study_command_through_the_script(tmp_path):
-    if not (PLANNED_FEATURES.keys() & {"lars", "amp", "sync_lars"}):
-        pytest.skip("every feature of the study command has landed")
+def test_study_command_through_the_script_checks_the_world_size(tmp_path):
     out = tmp_path / "out"
     result = run([sys.executable, LEGACY, *STUDY_COMMAND, "--data", str(tmp_path), "--out", str(out)])
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.strip()]
-    assert line.startswith("imagenet_test.py: error: --")
-    assert any(text in line for text in PLANNED_FEATURES.values()) and "planned" in line
+    # one process started here, the script asks for 32 (on a cluster: srun -n 32 with 16 GPUs x 2 nodes)
+    assert line.startswith("imagenet_test.py: error: --world_size 32 disagrees with the launcher")
     assert not out.exists()
 
 

@@ -58,6 +58,7 @@ class CrossoverSGD(GossipAlgorithm):
                 incoming = flat.scratch(self.wire_dtype)
                 recvs += self.messages(source, s, incoming)
                 received.append((flat, incoming))
+        self.check_finite([m.tensor for m in sends])
         exchange(sends, recvs, self.comm, what=f"crossover round {self.round}")
         self.average_received(received)
         self.comm.rounds += 1

@@ -18,6 +18,7 @@ import torch
 from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.p2p import Message
+from crossover_sgd.errors import DivergedError
 from crossover_sgd.comm.segments import Segment, attach_momentum, split_model
 
 __all__ = ["GossipAlgorithm", "MAX_DTYPES"]
@@ -58,6 +59,14 @@ class GossipAlgorithm(Algorithm):
     def wire_dtype(self) -> Optional[torch.dtype]:
         """The dtype messages travel in (``--gossip-dtype``); None: each buffer's own dtype."""
         return WIRE_DTYPES[self.config.gossip_dtype]
+
+    def check_finite(self, buffers: List[torch.Tensor]) -> None:
+        """Refuse to send non-finite values to peers (one scalar read per round)."""
+        floats = [b for b in buffers if b.is_floating_point()]
+        if floats and not bool(torch.stack([torch.isfinite(b).all() for b in floats]).all()):
+            raise DivergedError(f"rank {self.ctx.rank}: parameters are not finite in {self.name} round "
+                                f"{self.round} (the run diverged); they are not sent to peers: lower --lr "
+                                "or use --clip-grad-norm")
 
     def to_wire(self, buffers: List[torch.Tensor]) -> List[torch.Tensor]:
         """``buffers`` cast to the wire dtype (the buffers themselves when no cast is needed)."""

@@ -100,6 +100,7 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
                 recvs += self.messages(transfer.recv_from, transfer.segment, incoming)
                 received.append((flat, incoming))
         before = (self.comm.bytes_sent, self.comm.bytes_recv, self.comm.seconds)
+        self.check_finite([m.tensor for m in sends])
         exchange(sends, recvs, self.comm, what=f"inter-node crossover round {self.round}")
         self.inter_comm.add(self.comm.bytes_sent - before[0], self.comm.bytes_recv - before[1],
                             self.comm.seconds - before[2])

@@ -96,6 +96,7 @@ class SGP(GossipAlgorithm):
             bufs, w = [torch.empty_like(x) for x in outgoing], torch.empty_like(outgoing_w)
             recvs += self.messages(peer, 0, bufs) + [Message(peer, w, _WEIGHT_TAG)]
             incoming.append((bufs, w))
+        self.check_finite(outgoing)
         with self.comm.timed():
             self.in_flight = (post(sends, recvs, what=f"SGP round {self.round}"), incoming)
 

@@ -9,7 +9,7 @@ process group's timeout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist

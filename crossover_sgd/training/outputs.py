@@ -16,7 +16,8 @@ from crossover_sgd.errors import ConfigError
 __all__ = ["METRIC_COLUMNS", "MetricsLog", "check_out_dir", "RUN_MARKERS"]
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "consensus_val_acc",
-                  "consensus_distance", "lr", "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "wall_time_s")
+                  "consensus_distance", "lr", "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "skipped_steps",
+                  "wall_time_s")
 #: Files or folders whose presence means a directory already holds a run.
 RUN_MARKERS = ("summary.json", "config.json", "checkpoints")
 

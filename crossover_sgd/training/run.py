@@ -29,6 +29,7 @@ from crossover_sgd.runtime.process_group import (DistContext, init_distributed, 
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
 from crossover_sgd.training.outputs import check_out_dir
+from crossover_sgd.training.precision import check_amp
 from crossover_sgd.training.trainer import Trainer
 
 __all__ = ["run_worker", "default_out_dir"]
@@ -60,6 +61,7 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
     logical_placement(info, config.gpu_per_node)
     device = select_device(info, config.device)
     backend = select_backend(device, config.backend)
+    check_amp(config.amp, device)
     data = build_datasets(config)
     resume_state: Optional[Dict[str, Any]] = None
     if config.out is not None:

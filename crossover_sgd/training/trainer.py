@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 import torch.distributed as dist
@@ -22,8 +22,12 @@ from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.training.consensus import consensus_model
 from crossover_sgd.training.checkpoint import publish_checkpoint, save_checkpoint
 from crossover_sgd.training.data import DatasetBundle
+from crossover_sgd.training.lars_sync import GroupNormSync
 from crossover_sgd.training.models import build_model
+from crossover_sgd.training.optim import build_optimizer
+from crossover_sgd.training.precision import Precision
 from crossover_sgd.training.outputs import MetricsLog
+from crossover_sgd.training.preemption import Preemption
 from crossover_sgd.training.sampler import ShardSampler
 from crossover_sgd.training.schedule import LRSchedule
 
@@ -39,10 +43,16 @@ class Trainer:
                  out: Path):
         self.config, self.ctx, self.data, self.algorithm, self.out = config, ctx, data, algorithm, out
         torch.manual_seed(config.seed)
-        self.model = build_model(config.model, data.num_classes, data.in_channels, data.image_size).to(ctx.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = build_model(config.model, data.num_classes, data.in_channels, data.image_size).to(
+            ctx.device, memory_format=self.memory_format)
+        self.precision = Precision(config.amp, ctx.device, config.skip_nonfinite)
         self.train_model = algorithm.prepare(self.model)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.optimizer = build_optimizer(self.model, config)
+        for group in self.optimizer.param_groups:
+            group["base_weight_decay"] = group["weight_decay"]
+        self.norm_sync = (GroupNormSync(self.optimizer, ctx.world_size, ctx.rank, config.sync_lars_group_size,
+                                        algorithm.comm) if config.sync_lars_group_size else None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         chunk = config.batch_size * config.local_itr
         self.sampler = ShardSampler(len(data.train), ctx.rank, ctx.world_size, seed=config.seed, chunk=chunk)
@@ -71,7 +81,8 @@ class Trainer:
             "dataset": cfg.dataset, "batch_size": cfg.batch_size, "local_itr": cfg.local_itr,
             "rank": self.ctx.rank, "step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
             "model_state": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "algorithm_state": self.algorithm.state_dict(), "rng": torch.get_rng_state(),
+            "algorithm_state": self.algorithm.state_dict(), "precision": self.precision.state_dict(),
+            "rng": torch.get_rng_state(),
             "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
             "metrics": self.metrics.rows, "elapsed_s": self.wall_time(),
         }
@@ -80,6 +91,7 @@ class Trainer:
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.algorithm.load_state_dict(state["algorithm_state"])
+        self.precision.load_state_dict(state["precision"])
         torch.set_rng_state(state["rng"].cpu())
         self.step, self.epoch, self.micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
         self.loss_sum = state["loss_sum"].to(self.ctx.device)
@@ -102,10 +114,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- training
     def set_lr(self) -> float:
-        lr = self.config.lr * self.schedule.factor(self.step)
+        """The schedule's learning rate for this step (and weight decay, with ``--wd-schedule``)."""
+        factor = self.schedule.factor(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            group["lr"] = self.config.lr * factor
+            if self.config.wd_schedule:
+                group["weight_decay"] = group["base_weight_decay"] * factor
+        return self.config.lr * factor
 
     def train_step(self, batches) -> None:
         """One optimizer step over ``local_itr`` micro-batches."""
@@ -113,24 +128,31 @@ class Trainer:
         self.set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(batches):
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            inputs = inputs.to(device, non_blocking=True, memory_format=self.memory_format)
+            targets = targets.to(device, non_blocking=True)
             with self.algorithm.micro_batch(is_last=i == cfg.local_itr - 1):
-                loss = self.criterion(self.train_model(inputs), targets)
-                (loss / cfg.local_itr).backward()
-            self.loss_sum += loss.detach()
+                with self.precision.autocast():
+                    loss = self.criterion(self.train_model(inputs), targets)
+                self.precision.backward(loss / cfg.local_itr)
+            self.loss_sum += loss.detach().float()
             self.loss_count += 1
         self.algorithm.before_step(self.optimizer)
+        self.precision.unscale_(self.optimizer)
         if cfg.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
-        self.optimizer.step()
+        if self.norm_sync is not None:
+            self.optimizer.set_norm_hook(self.norm_sync if self.epoch >= cfg.sync_lars_start_epoch else None)
+        self.precision.step(self.optimizer, self.model.parameters())
         self.algorithm.after_step(self.optimizer)
         self.step += 1
         self.micro_in_epoch += cfg.local_itr
 
     def fit(self) -> Dict[str, Any]:
-        """Train to the last epoch (or ``--stop-at-step``); return the final evaluation."""
+        """Train to the last epoch (or ``--stop-at-step``, or a preemption signal agreed by every
+        rank: see :mod:`~crossover_sgd.training.preemption`); return the final evaluation."""
         cfg = self.config
-        stopped = False
+        stopped = None  # why the run ends early: "stopped" (--stop-at-step) or "preempted" (a signal)
+        preemption = Preemption(self.ctx.device, self.ctx.world_size).install()
         progress = self._progress()
         while self.epoch < cfg.epochs and not stopped:
             self.sampler.set_epoch(self.epoch, skip=self.micro_in_epoch * cfg.batch_size)
@@ -147,7 +169,10 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                 if cfg.stop_at_step is not None and self.step >= cfg.stop_at_step:
-                    stopped = True
+                    stopped = "stopped"
+                    break
+                if preemption.should_stop(self.step):
+                    stopped = "preempted"
                     break
             if stopped:
                 break
@@ -159,10 +184,13 @@ class Trainer:
                 self.checkpoint()
         if progress is not None:
             progress.close()
+        preemption.restore()
         if stopped:
-            log.info("stopping at step %d as asked (--stop-at-step); resume with --resume", self.step)
+            log.info("stopping at step %d %s; resume with --resume", self.step,
+                     "as asked (--stop-at-step)" if stopped == "stopped" else "on a preemption signal")
             self.checkpoint()
-        return {"stopped": stopped, "step": self.step, "epoch": self.epoch,
+        return {"stopped": stopped is not None, "status": stopped or "finished", "step": self.step,
+                "epoch": self.epoch,
                 "final": self.metrics.rows[-1] if self.metrics.rows else None}
 
     def _progress(self):
@@ -198,8 +226,10 @@ class Trainer:
         loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.config.workers)
         totals = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss sum, correct, count
         for inputs, targets in loader:
-            inputs, targets = inputs.to(self.ctx.device), targets.to(self.ctx.device)
-            logits = model(inputs)
+            inputs = inputs.to(self.ctx.device, memory_format=self.memory_format)
+            targets = targets.to(self.ctx.device)
+            with self.precision.autocast():
+                logits = model(inputs).float()
             totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
             totals[1] += (logits.argmax(1) == targets).sum()
             totals[2] += targets.numel()
@@ -218,6 +248,7 @@ class Trainer:
         row = {"epoch": self.epoch, "step": self.step, "train_loss": train_loss,
                "lr": self.optimizer.param_groups[0]["lr"], "comm_bytes_sent": comm.bytes_sent,
                "comm_bytes_recv": comm.bytes_recv, "comm_seconds": round(comm.seconds, 6),
+               "skipped_steps": int(self.precision.skipped),
                "wall_time_s": round(self.wall_time(), 3), **result}
         self.metrics.append(row)
         self.loss_sum.zero_()
