@@ -125,10 +125,7 @@ class TrainConfig:
         _at_least("--sgp-peers", self.sgp_peers, 1)
         if self.groupnum is not None:
             _at_least("--groupnum", self.groupnum, 1)
-            known = self.nproc or self.world_size
-            if known is not None and known % self.groupnum:
-                raise ConfigError(f"--groupnum {self.groupnum} does not divide the world size {known}: "
-                                  f"use a divisor of {known}")
+            self._check_divides_world("--groupnum", self.groupnum)
         _choice("--dataset", self.dataset, DATASETS)
         _choice("--model", self.model, MODELS)
         _choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
@@ -144,10 +141,7 @@ class TrainConfig:
             if not self.lars:
                 raise ConfigError("--sync-lars-group-size needs --lars True (it synchronises LARS norms)")
             _at_least("--sync-lars-group-size", self.sync_lars_group_size, 1)
-            known = self.nproc or self.world_size
-            if known is not None and known % self.sync_lars_group_size:
-                raise ConfigError(f"--sync-lars-group-size {self.sync_lars_group_size} does not divide the world "
-                                  f"size {known}: use a divisor of {known}")
+            self._check_divides_world("--sync-lars-group-size", self.sync_lars_group_size)
         _at_least("--sync-lars-start-epoch", self.sync_lars_start_epoch, 0)
         if self.momentum >= 1:
             raise ConfigError(f"--momentum {self.momentum} is invalid: use 0 <= momentum < 1")
@@ -187,15 +181,22 @@ class TrainConfig:
             _at_least("--world_size", self.world_size, 1)
         if self.gpu_per_node is not None:
             _at_least("--gpu_per_node", self.gpu_per_node, 1)
-            known = self.nproc or self.world_size
-            if known is not None and known % self.gpu_per_node:
-                raise ConfigError(f"--gpu_per_node {self.gpu_per_node} does not divide the world size "
-                                  f"{known}: use a divisor of {known}")
+            self._check_divides_world("--gpu_per_node", self.gpu_per_node)
         if self.stop_at_step is not None:
             _at_least("--stop-at-step", self.stop_at_step, 1)
         if self.dataset in ("imagefolder", "imagenet", "cifar10", "mnist") and not self.data_dir:
             raise ConfigError(f"--dataset {self.dataset} needs --data-dir DIR (data is never downloaded)")
         return self
+
+    def _check_divides_world(self, flag: str, value: int) -> None:
+        """``value`` must divide the world size, where it is known before launch."""
+        known = self.nproc or self.world_size
+        if known is not None and known % value:
+            raise divides_world_error(flag, value, known)
+
+
+def divides_world_error(flag: str, value: int, world_size: int) -> ConfigError:
+    return ConfigError(f"{flag} {value} does not divide the world size {world_size}: use a divisor of {world_size}")
 
 
 def _choice(flag: str, value: str, choices: Tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from crossover_sgd.algorithms.crossover import CrossoverSGD
 from crossover_sgd.comm import CommStats, FlatParams, ring_allreduce_bytes
 from crossover_sgd.comm.p2p import Message, exchange
+from crossover_sgd.config import divides_world_error
 from crossover_sgd.errors import ConfigError, PeerError
 from topology import HierarchicalSchedule
 
@@ -45,7 +46,7 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
         if groupnum is None:
             return self.ctx.local_size
         if groupnum < 1 or n % groupnum:
-            raise ConfigError(f"--groupnum {groupnum} does not divide the world size {n}: use a divisor of {n}")
+            raise divides_world_error("--groupnum", groupnum, n)
         return n // groupnum
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from crossover_sgd.config import divides_world_error
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.launch import LaunchInfo, resolve_rendezvous
 
@@ -77,9 +78,7 @@ def logical_placement(info: LaunchInfo, gpu_per_node: Optional[int]) -> tuple:
     if gpu_per_node is None:
         return info.local_rank, info.local_size, info.node_id
     if gpu_per_node < 1 or info.world_size % gpu_per_node:
-        raise ConfigError(
-            f"--gpu_per_node {gpu_per_node} does not divide the world size {info.world_size}: "
-            f"use a divisor of {info.world_size}")
+        raise divides_world_error("--gpu_per_node", gpu_per_node, info.world_size)
     return info.rank % gpu_per_node, gpu_per_node, info.rank // gpu_per_node
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from crossover_sgd.comm import CommStats, FlatParams, ring_allreduce_bytes
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.config import divides_world_error
 
 __all__ = ["GroupNormSync"]
 
@@ -24,8 +24,7 @@ class GroupNormSync:
 
     def __init__(self, optimizer, world_size: int, rank: int, group_size: int, stats: CommStats):
         if group_size < 1 or world_size % group_size:
-            raise ConfigError(f"--sync-lars-group-size {group_size} does not divide the world size {world_size}: "
-                              f"use a divisor of {world_size}")
+            raise divides_world_error("--sync-lars-group-size", group_size, world_size)
         self.optimizer, self.group_size, self.stats = optimizer, group_size, stats
         groups = [dist.new_group(list(range(start, start + group_size)))  # every rank creates every group
                   for start in range(0, world_size, group_size)]
