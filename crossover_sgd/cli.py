@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--device", default="auto")
     info.add_argument("--nproc", type=int, default=None)
     info.add_argument("--json", default=None, help="also write the gathered table to this JSON file")
+    from crossover_sgd import experiments, plotting
+
+    experiments.add_subparser(sub)
+    plotting.add_subparser(sub)
     return parser
 
 
@@ -215,6 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return report_errors(lambda: run_train(config_from_args(args), command))
+    if hasattr(args, "handler"):  # experiment, plot
+        return report_errors(lambda: args.handler(args))
     return report_errors(lambda: _launch_info(args, command))
 
 

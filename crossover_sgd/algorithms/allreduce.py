@@ -45,6 +45,8 @@ class AllReduceSGD(Algorithm):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
+        if self.ctx.world_size == 1:
+            return model  # nothing to average: no DDP wrapper, no hooks
         if not self.config.sync_grad:
             super().prepare(model)
             self._flat = FlatParams(model_state_tensors(model))
@@ -55,11 +57,11 @@ class AllReduceSGD(Algorithm):
         return self._ddp
 
     def micro_batch(self, is_last: bool) -> ContextManager[Any]:
-        if self.config.sync_grad and not is_last:
+        if self.config.sync_grad and not is_last and self.ctx.world_size > 1:
             return self._ddp.no_sync()
         return super().micro_batch(is_last)
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.comm.rounds += 1
-        if not self.config.sync_grad:
+        if not self.config.sync_grad and self.ctx.world_size > 1:
             average_tensors(self._flat, self.comm)

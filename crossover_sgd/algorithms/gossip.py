@@ -62,8 +62,10 @@ class GossipAlgorithm(Algorithm):
 
     def check_finite(self, buffers: List[torch.Tensor]) -> None:
         """Refuse to send non-finite values to peers (one scalar read per round)."""
-        floats = [b for b in buffers if b.is_floating_point()]
-        if floats and not bool(torch.stack([torch.isfinite(b).all() for b in floats]).all()):
+        floats = [b for b in buffers if b.is_floating_point() and b.numel()]
+        # min and max of each buffer (one pass, no buffer-sized temporary): NaN and inf show up there
+        extremes = [value for b in floats for value in torch.aminmax(b)]
+        if extremes and not bool(torch.isfinite(torch.stack(extremes)).all()):
             raise DivergedError(f"rank {self.ctx.rank}: parameters are not finite in {self.name} round "
                                 f"{self.round} (the run diverged); they are not sent to peers: lower --lr "
                                 "or use --clip-grad-norm")
@@ -78,7 +80,7 @@ class GossipAlgorithm(Algorithm):
         with torch.no_grad():
             for flat, incoming in received:
                 for buf, other in zip(flat.buffers.values(), incoming):
-                    buf.add_(other).mul_(0.5)
+                    buf.lerp_(other.to(buf.dtype), 0.5)  # (x + received) / 2 in one pass
                 flat.unpack()
 
     @staticmethod

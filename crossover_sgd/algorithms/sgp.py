@@ -57,6 +57,7 @@ class SGP(GossipAlgorithm):
         self.weight = torch.ones((), dtype=torch.float64, device=self.ctx.device)
         self.numerators: List[torch.Tensor] = []
         self.in_flight: Optional[Tuple[Pending, List[Tuple[List[torch.Tensor], torch.Tensor]]]] = None
+        self._scratch: Dict[str, List[torch.Tensor]] = {}
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -66,8 +67,8 @@ class SGP(GossipAlgorithm):
         if not self.numerators:  # w is 1 before the first round, so x = z exactly
             self.numerators = [buf.clone() for buf in z]
         else:
-            for x, z_now in zip(self.numerators, z):
-                x.add_(z_now - x / self.weight.to(x.dtype))
+            for x, z_now in zip(self.numerators, z):  # x + (z - x / w), in place
+                x.mul_(1 - 1 / self.weight.to(x.dtype)).add_(z_now)
         if self.graph is not None:
             self._receive_in_flight()
             self._post_round()
@@ -84,21 +85,32 @@ class SGP(GossipAlgorithm):
         self.weight.mul_(share)
         outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
         if self.config.sgp_overlap and outgoing[0] is self.numerators[0]:
-            outgoing = [x.clone() for x in outgoing]  # x changes while the messages travel
-        outgoing_w = self.weight.reshape(1).clone()
+            outgoing = self._buffers("send", outgoing, copy=True)  # x changes while the messages travel
+        outgoing_w = self._buffers("send_w", [self.weight.reshape(1)], copy=True)[0]
         sends: List[Message] = []
         recvs: List[Message] = []
         incoming = []
         rank = self.ctx.rank
         for peer in self.graph.out_peers(rank, self.round):
             sends += self.messages(peer, 0, outgoing) + [Message(peer, outgoing_w, _WEIGHT_TAG)]
-        for peer in self.graph.in_peers(rank, self.round):
-            bufs, w = [torch.empty_like(x) for x in outgoing], torch.empty_like(outgoing_w)
+        for i, peer in enumerate(self.graph.in_peers(rank, self.round)):
+            bufs = self._buffers(f"recv{i}", outgoing)
+            w = self._buffers(f"recv_w{i}", [outgoing_w])[0]
             recvs += self.messages(peer, 0, bufs) + [Message(peer, w, _WEIGHT_TAG)]
             incoming.append((bufs, w))
         self.check_finite(outgoing)
         with self.comm.timed():
             self.in_flight = (post(sends, recvs, what=f"SGP round {self.round}"), incoming)
+
+    def _buffers(self, key: str, like: List[torch.Tensor], copy: bool = False) -> List[torch.Tensor]:
+        """Message buffers shaped like ``like``, allocated once and reused every round."""
+        buffers = self._scratch.get(key)
+        if buffers is None:
+            buffers = self._scratch[key] = [torch.empty_like(t) for t in like]
+        if copy:
+            for buf, src in zip(buffers, like):
+                buf.copy_(src)
+        return buffers
 
     def _receive_in_flight(self) -> None:
         """Wait for the posted round and add what arrived to (x, w)."""
