@@ -1,0 +1,151 @@
+"""Step time with the gossip exchange overlapped with computation, sequential, and alone.
+
+In ``N`` ranks, three windows are timed in alternation for each algorithm setting:
+
+* ``compute``: the package's Trainer step (``Trainer.train_step``) with the no-communication base
+  algorithm: forward, backward, optimizer step;
+* ``communication``: the algorithm's communication alone (``before_step``, ``after_step``,
+  ``flush``) on a model of the same size, no computation;
+* ``step``: the Trainer step with the algorithm, as training runs it (the window ends with
+  ``flush()``, so a message still in flight at its end is waited for inside the window).
+
+Settings: ``sgp-1peer`` (sequential), ``sgp-overlap`` (OSGP: the round's messages travel during
+the next step's forward/backward, mixed one step late) and ``crossover-fine`` (Crossover-SGD has
+no overlap mode yet: only its sequential step exists and is measured). Goal: an overlapped step
+at most 1.1x ``max(compute, communication)``; a sequential one costs about their sum.
+
+Usage: ``python3 benchmarks/overlap.py [--nproc 2] [--model resnet18] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+
+log = logging.getLogger("benchmarks.overlap")
+
+OVERLAP_CASES = ("sgp-1peer", "sgp-overlap", "crossover-fine")
+OVERLAPPED = {"sgp-overlap"}  # settings that overlap their exchange with computation
+
+
+def measure_case(ctx, label: str, spec: common.StepSpec, compute, batch, args: argparse.Namespace,
+                 tmp: Path) -> Dict[str, Any]:
+    """Alternate compute / communication / step windows for one setting (collective)."""
+    device, case = ctx.device, common.CASES[label]
+    trainer = common.build_trainer(ctx, case, spec, tmp / label)
+    comm_model = common.build_bench_model(spec.model, device, spec.image_size)
+    if spec.channels_last:
+        comm_model = comm_model.to(memory_format=torch.channels_last)
+    common.give_gradients(comm_model)
+    comm_optimizer = torch.optim.SGD(comm_model.parameters(), lr=0.0)
+    alone = common.make_algorithm(ctx, case)
+    alone.prepare(comm_model)
+    windows = {
+        "compute": common.steps_window(lambda: compute.train_step([batch]), args.steps),
+        "communication": common.steps_window(common.communication_round(alone, comm_optimizer), args.steps),
+        "step": common.steps_window(lambda: trainer.train_step([batch]), args.steps, after=trainer.algorithm.flush),
+    }
+    if ctx.rank == 0:
+        log.info("%d ranks, %s: compute / communication / step windows of %d steps (%d warmup + %d repeats)",
+                 ctx.world_size, label, args.steps, args.warmup, args.repeats)
+    samples = common.interleave(windows, device, args.warmup, args.repeats)
+    per_step = {name: common.summarize([s / args.steps for s in values]) for name, values in samples.items()}
+    compute_s, comm_s, step_s = (per_step[k]["median_s"] for k in ("compute", "communication", "step"))
+    return {"case": label, "nproc": ctx.world_size, "mode": "overlapped" if label in OVERLAPPED else "sequential",
+            "compute_s": compute_s, "communication_s": comm_s, "step_s": step_s,
+            "ratio_to_max": step_s / max(compute_s, comm_s), "ratio_to_sum": step_s / (compute_s + comm_s),
+            "overhead_over_compute": step_s / compute_s - 1.0,
+            "samples_per_step": {k: [s / args.steps for s in v] for k, v in samples.items()}}
+
+
+def run_rank(args: argparse.Namespace) -> None:
+    ctx = common.join_process_group(args.device)
+    try:
+        spec = common.resolve_step_options(args)
+        batch = common.synthetic_batch(spec, ctx.device, seed=ctx.rank)
+        with tempfile.TemporaryDirectory(prefix="overlap-") as tmp:
+            compute = common.build_trainer(ctx, common.CASES["none"], spec, Path(tmp) / "none")
+            rows = []
+            for label in args.cases:
+                reason = common.CASES[label].skip_reason(ctx.world_size)
+                if reason is not None:
+                    rows.append({"case": label, "nproc": ctx.world_size, "skipped": reason})
+                    continue
+                rows.append(measure_case(ctx, label, spec, compute, batch, args, Path(tmp)))
+                gc.collect()  # the case's Trainer and buffers are gone before the next is built
+        payload = {"nproc": ctx.world_size, "step": spec.__dict__, "rows": rows}
+        common.finish_rank(ctx, args, payload, report)
+    finally:
+        common.leave_process_group()
+
+
+def goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [{"case": r["case"], "nproc": r["nproc"], "goal": "overlapped step <= 1.1 x max(compute, communication)",
+             "value": r["ratio_to_max"], "met": r["ratio_to_max"] <= 1.1}
+            for r in rows if r.get("mode") == "overlapped"]
+
+
+def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, Any]:
+    rows = [row for part in parts for row in part["rows"]]
+    step = parts[0]["step"] if parts else {}
+    result = {"benchmark": "overlap", "machine": common.machine_info(args.device),
+              "settings": {"nprocs": [p["nproc"] for p in parts], "cases": args.cases, "steps_per_window": args.steps,
+                           "threads_per_rank": args.threads, "warmup": args.warmup, "repeats": args.repeats, **step},
+              "rows": rows, "goals": goals(rows)}
+    shown = [{**r, **{k: r[k] * 1e3 for k in ("compute_s", "communication_s", "step_s") if k in r}} for r in rows]
+    columns = [common.Column("nproc", "n"), common.Column("case", "case"), common.Column("mode", "mode"),
+               common.Column("compute_s", "compute ms", "{:.1f}"),
+               common.Column("communication_s", "comm ms", "{:.1f}"), common.Column("step_s", "step ms", "{:.1f}"),
+               common.Column("ratio_to_max", "step/max", "{:.2f}"), common.Column("ratio_to_sum", "step/sum", "{:.2f}"),
+               common.Column("skipped", "note")]
+    m = result["machine"]
+    print(f"Step time per optimizer step, {step.get('model')} batch {step.get('batch_size')}/rank; {m['cpu_count']} "
+          f"CPUs, torch {m['torch']}, device {args.device}, median of {args.repeats} windows of {args.steps} steps")
+    print(common.format_table(columns, shown))
+    if result["goals"]:
+        print()
+        print(common.format_table([common.Column("nproc", "n"), common.Column("case", "case"),
+                                   common.Column("goal", "goal"), common.Column("value", "measured", "{:.2f}"),
+                                   common.Column("met", "met")], result["goals"]))
+    common.write_json(args.json, result)
+    return result
+
+
+def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--nprocs", type=int, nargs="+", default=[2], help="world sizes to measure")
+    parser.add_argument("--cases", nargs="+", default=list(OVERLAP_CASES), choices=OVERLAP_CASES)
+    common.add_step_flags(parser, batch_size=8)
+    parser.set_defaults(warmup=1, repeats=3)
+    args = parser.parse_args(argv)
+    common.check_counts(parser, args)
+    common.default_model(args)
+    if args.quick:
+        args.nprocs, args.model, args.batch_size, args.steps, args.warmup, args.repeats = [2], "small_cnn", 8, 2, 1, 2
+    if any(n < 2 for n in args.nprocs) or args.steps < 1:
+        parser.error("--nprocs must be >= 2 and --steps >= 1")
+    common.setup_logging(args.log_level)
+    if args.rank_result is not None or common.under_external_launcher():
+        run_rank(args)
+        return None
+    parts = []
+    for n in args.nprocs:
+        log.info("starting %d ranks", n)
+        parts.append(common.launch_ranks(Path(__file__).resolve(), n, [*common.step_argv(args), "--cases", *args.cases],
+                                         threads=args.threads, timeout=args.timeout))
+    return report(parts, args)
+
+
+if __name__ == "__main__":
+    main()

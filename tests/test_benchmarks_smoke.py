@@ -1,0 +1,72 @@
+"""The benchmarks run end to end in ``--quick`` mode (2 real Gloo ranks, the small model) and
+write their JSON: machine description, settings, one row per case with positive measurements.
+These check that the benchmarks work, not how fast anything is (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(name: str, tmp_path: Path) -> dict:
+    out = tmp_path / f"{name}.json"
+    result = run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--json", str(out)], timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == name
+    assert {"cpu_count", "torch", "device", "platform"} <= set(data["machine"])
+    assert data["machine"]["cpu_count"] >= 1 and data["machine"]["device"] == "cpu"
+    assert data["settings"]["nprocs"] and data["rows"]
+    return data
+
+
+def measured(rows: list) -> list:
+    return [r for r in rows if "skipped" not in r]
+
+
+def test_comm_quick(tmp_path):
+    data = run_benchmark("comm", tmp_path)
+    rows = measured(data["rows"])
+    assert {r["case"] for r in rows} == {"allreduce-param", "sgp-1peer", "crossover-coarse", "crossover-fine"}
+    skipped = {r["case"] for r in data["rows"] if "skipped" in r}
+    assert skipped == {"sgp-2peers", "hierarchical-2"}  # they need more than 2 ranks
+    for r in rows:
+        assert r["nproc"] == 2 and r["model"] == "small_cnn"
+        for key in ("seconds", "raw_seconds", "ratio_to_raw", "bytes_sent", "bytes_recv", "payload_bytes"):
+            assert r[key] > 0, (r["case"], key)
+        assert len(r["samples"]) == len(r["raw_samples"]) == data["settings"]["repeats"]
+    # every algorithm sends the model's bytes per round at n = 2 (all-reduce: 2(n-1)/n = 1)
+    assert all(r["volume_ratio"] == pytest.approx(1.0, abs=0.02) for r in rows)
+    goals = {g["goal"] for g in data["goals"]}
+    assert any("crossover-fine / raw" in g for g in goals) and any("2(n-1)/n" in g for g in goals)
+
+
+def test_overlap_quick(tmp_path):
+    data = run_benchmark("overlap", tmp_path)
+    rows = measured(data["rows"])
+    assert {r["case"]: r["mode"] for r in rows} == {"sgp-1peer": "sequential", "sgp-overlap": "overlapped",
+                                                    "crossover-fine": "sequential"}
+    for r in rows:
+        for key in ("compute_s", "communication_s", "step_s", "ratio_to_max", "ratio_to_sum"):
+            assert r[key] > 0, (r["case"], key)
+    assert [g["case"] for g in data["goals"]] == ["sgp-overlap"]
+
+
+def test_throughput_quick(tmp_path):
+    data = run_benchmark("throughput", tmp_path)
+    rows = measured(data["rows"])
+    single = {r["case"] for r in rows if r["nproc"] == 1}
+    assert single == {"none", "allreduce"}  # the Trainer against the hand-written loop on one process
+    assert {r["case"] for r in rows if r["nproc"] == 2} == {"none", "allreduce", "crossover-fine"}
+    for r in rows:
+        for key in ("images_per_s", "plain_images_per_s", "ratio_to_plain", "step_s"):
+            assert r[key] > 0, (r["case"], key)
+    assert {g["case"] for g in data["goals"]} == {"none", "allreduce"}
