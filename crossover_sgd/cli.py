@@ -125,6 +125,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
          help="checkpoint and exit after this optimizer step (resume later with --resume)")
     _add(g, "--seed", "--manual-seed", type=int, default=d.seed)
     _add(g, "--log-level", default=d.log_level)
+    _add(g, "--tensorboard", type=str_bool, default=d.tensorboard, metavar="BOOL",
+         help="also write rank 0's metrics as TensorBoard scalars to OUT/tensorboard")
     g = parser.add_argument_group("runtime")
     _add(g, "--nproc", type=int, default=None, help="start N local ranks (the local launcher)")
     _add(g, "--world-size", type=int, default=None, help="expected world size (checked against the launcher)")

@@ -95,6 +95,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     log_level: str = "INFO"
+    tensorboard: bool = False
     # runtime
     nproc: Optional[int] = None
     world_size: Optional[int] = None

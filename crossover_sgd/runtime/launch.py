@@ -8,7 +8,8 @@ Supported launchers, in the order they are recognised (the first that matches wi
 ``torchrun``  ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``
 ``openmpi``   ``OMPI_COMM_WORLD_RANK``/``_SIZE``/``_LOCAL_RANK``/``_LOCAL_SIZE``
 ``mpich``     ``PMI_RANK``, ``PMI_SIZE``, ``MPI_LOCALRANKID``, ``MPI_LOCALNRANKS`` (also Intel MPI)
-``slurm``     ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_NODEID``, node list
+``slurm``     ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, ``SLURM_NODEID``, node list, in a
+              task of an ``srun`` step (``SLURM_STEP_ID``; not the batch script, a single process)
 ``single``    nothing of the above: one process
 ============  =====================================================================
 
@@ -94,6 +95,18 @@ def _job_unique_port(env: Mapping[str, str]) -> int:
     return DEFAULT_PORT
 
 
+#: Step ids above this are Slurm's special steps (batch script, extern, interactive), not srun's.
+_SLURM_MAX_NORMAL_STEP = 0xFFFFFFF0
+
+
+def _in_slurm_task(env: Mapping[str, str]) -> bool:
+    """True in a task of an ``srun`` job step. The batch script of ``sbatch -n N`` also has
+    ``SLURM_PROCID=0`` and ``SLURM_NTASKS=N`` (the job's), but no ``SLURM_STEP_ID``: it is one
+    process, not rank 0 of N (checked on a real Slurm 22.05 in tests/hpc)."""
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID") or ""
+    return "SLURM_PROCID" in env and step.isdigit() and int(step) < _SLURM_MAX_NORMAL_STEP
+
+
 def _slurm_placement(env: Mapping[str, str], world: int) -> tuple:
     """(local_rank, local_size, node_id) of this Slurm task."""
     node_id = _int(env, "SLURM_NODEID", 0)
@@ -130,7 +143,7 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> LaunchInfo:
         local_size = _int(env, "MPI_LOCALNRANKS", world)
         return LaunchInfo("mpich", rank, world, local_rank, local_size, rank // local_size,
                           env.get("MASTER_ADDR"), _port(env))
-    if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_NTASKS" in env):
+    if _in_slurm_task(env):
         rank = _int(env, "SLURM_PROCID")
         world = _int(env, "SLURM_NTASKS", _int(env, "SLURM_NPROCS", 1))
         local_rank, local_size, node_id = _slurm_placement(env, world)
@@ -147,8 +160,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _mpi4py_abi_matches(launcher: str) -> bool:
+    """False when mpi4py would load another MPI's library than the launcher's (e.g. the MPICH
+    wheel's ``libmpi.so.12`` in ranks started by Open MPI's ``mpirun``): its ``MPI_Init`` would
+    abort the process, which no ``except`` can catch. mpi4py >= 4 tells its ABI without
+    initialising MPI (``MPI4PY_LIBMPI``/``MPI4PY_MPIABI`` choose it); older ones are trusted."""
+    try:
+        from mpi4py import _mpiabi  # noqa: WPS433 (mpi4py >= 4.0)
+        abi = _mpiabi._get_mpiabi()  # noqa: SLF001 (reads the library, does not initialise MPI)
+    except ImportError:
+        return True
+    except Exception:  # no MPI library at all: importing mpi4py.MPI would fail too
+        return False
+    return abi not in ("openmpi", "mpich") or abi == ("openmpi" if launcher == "openmpi" else "mpich")
+
+
 def _mpi4py_broadcast(info: LaunchInfo) -> Optional[tuple]:
     """Rank 0 broadcasts (host, port) through mpi4py; None if mpi4py is absent or disagrees."""
+    if not _mpi4py_abi_matches(info.launcher):
+        return None
     try:
         from mpi4py import MPI  # noqa: WPS433 (optional dependency)
     except ImportError:

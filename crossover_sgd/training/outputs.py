@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from crossover_sgd.atomic import atomic_write_text
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["METRIC_COLUMNS", "MetricsLog", "check_out_dir", "RUN_MARKERS"]
+__all__ = ["METRIC_COLUMNS", "MetricsLog", "TensorBoardLog", "check_out_dir", "RUN_MARKERS"]
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "consensus_val_acc",
                   "consensus_distance", "lr", "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "skipped_steps",
@@ -35,16 +35,40 @@ def check_out_dir(out: Path, resume: bool) -> None:
                           "(expected checkpoints/latest.json)")
 
 
+class TensorBoardLog:
+    """Rank 0's metrics as TensorBoard scalars in ``OUT/tensorboard`` (``--tensorboard True``)."""
+
+    def __init__(self, out: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--tensorboard True needs the tensorboard package: "
+                              "pip install 'crossover-sgd[tensorboard]'") from None
+        self._writer_class, self.path, self._writer = SummaryWriter, out / "tensorboard", None
+
+    def add(self, row: Dict[str, float]) -> None:
+        if self._writer is None:  # created on first use: nothing is written before training starts
+            self._writer = self._writer_class(str(self.path))
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                self._writer.add_scalar(key, value, global_step=int(row["step"]))
+        self._writer.flush()
+
+
 class MetricsLog:
     """``metrics_rank{R}.csv``: one row per evaluation, rewritten atomically on every append."""
 
-    def __init__(self, out: Path, rank: int, rows: Sequence[Dict[str, float]] = ()):
+    def __init__(self, out: Path, rank: int, rows: Sequence[Dict[str, float]] = (),
+                 tensorboard: Optional[TensorBoardLog] = None):
         self.path = out / f"metrics_rank{rank}.csv"
         self.rows: List[Dict[str, float]] = [dict(r) for r in rows]
+        self.tensorboard = tensorboard
 
     def append(self, row: Dict[str, float]) -> None:
         self.rows.append({k: row[k] for k in METRIC_COLUMNS})
         self.write()
+        if self.tensorboard is not None:
+            self.tensorboard.add(self.rows[-1])
 
     def write(self) -> None:
         text = io.StringIO()

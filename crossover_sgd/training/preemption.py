@@ -1,26 +1,33 @@
 """Preemption: when the job is about to be ended, every rank stops after the same optimizer step.
 
 A batch system warns a job before it ends it: Slurm sends the signal of ``--signal=B:USR1@120``
-(the job scripts in ``scripts/slurm/`` forward it from the batch shell to the ranks), or SIGTERM
-before SIGKILL at the time limit, on ``scancel`` or on preemption. Such a signal reaches the ranks
-at different moments, or only some of them. So a signal only raises a flag in the rank that got
-it; every ``every`` optimizer steps all ranks combine their flags with one all-reduce (MAX) of a
-one-element tensor on the model's device. Either every rank sees a request after step ``s`` and
-stops there, or none does. The trainer then saves a checkpoint (the ``--stop-at-step`` path) and
-ends the run with summary status ``"preempted"`` and exit code 0; ``--resume`` continues it
-exactly.
+(the job script ``scripts/slurm/train.sbatch`` forwards it from the batch shell to the ranks), and
+SIGTERM before SIGKILL at the time limit, on ``scancel`` or on preemption. Such a signal reaches
+the ranks at different moments, or only some of them. So a signal only raises a flag in the rank
+that got it, and the ranks agree on the flags: every ``every`` optimizer steps each rank starts a
+non-blocking all-reduce (MAX) of its one-element flag and reads the result of the previous one.
+Every rank reads the same value at the same step, so either all ranks stop after that step or none
+does. The trainer then saves a checkpoint (the ``--stop-at-step`` path) and the run ends with
+summary status ``"preempted"`` and exit code 0; ``--resume`` continues it exactly.
 
-Cost of the agreement, every step by default: one 4-byte all-reduce, plus (on a GPU) one wait for
-the device to finish the step. Measured here with Gloo, 4 ranks on 2 CPU cores: about 0.1-0.2 ms
-of a ~20 ms step of the small default job; with NCCL it is tens of microseconds within a node,
-against 0.1-10 s per step of the ResNet-50 recipes (``--local_itr 21`` makes a step 21
-micro-batches), so checking every step is cheap. ``every`` exists for tiny steps on slow networks.
+Cost. The flag is a CPU tensor reduced over Gloo: the default group when it is Gloo, else (NCCL) a
+Gloo group made once for it, so the check never waits for the GPU. The all-reduce of step ``s``
+runs in the background while step ``s + every`` computes; reading it costs nothing unless a rank is
+a whole check interval behind the others (then the faster ranks wait for it, as they would at the
+next collective of AllReduce-SGD; gossip ranks may drift up to ``every`` steps apart). Measured on
+the default job (4 ranks on 2 CPU cores, ~20 ms steps): a blocking per-step all-reduce took 4-9 ms
+per call, mostly waiting for the slowest rank (a global barrier per step, which gossip algorithms
+exist to avoid; on a GPU it would also make the host wait for the device every step); this
+overlapped check takes 0.4-0.7 ms per call, about 2 % of a step, and a vanishing share of the
+0.1-10 s steps of the ResNet-50 recipes. So it runs every step by default. A request is acted on
+one or two checks after the signal: seconds at most, well inside Slurm's warning time.
 
 Handlers are installed on the main thread only (Python's rule), with ``siginterrupt(False)`` so a
 signal does not interrupt blocking system calls in C++ code (collectives, file writes): they are
 restarted, and the Python handler runs when control comes back to the interpreter. Once a stop is
 agreed, further warning signals are ignored (a duplicate would otherwise kill a process that is
-already saving its checkpoint and exiting).
+already saving its checkpoint and exiting). A signal that arrives before the handlers are
+installed (while the process imports torch or loads data) still ends the process.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Dict, Optional, Sequence
+from datetime import timedelta
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
+
+from crossover_sgd.runtime.process_group import DistContext
 
 __all__ = ["Preemption", "PREEMPTION_SIGNALS"]
 
@@ -42,16 +52,18 @@ PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class Preemption:
-    """Signal handlers that request a stop, and the per-step agreement on it."""
+    """Signal handlers that request a stop, and the agreement of every rank on it."""
 
-    def __init__(self, device: torch.device, world_size: int, every: int = 1,
-                 signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS):
+    def __init__(self, ctx: DistContext, every: int = 1, signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.device, self.world_size, self.every, self.signals = device, world_size, every, tuple(signals)
+        self.world_size, self.every, self.signals = ctx.world_size, every, tuple(signals)
         self.received: Optional[int] = None  # the first signal this rank got
         self.agreed = False  # set once every rank has agreed to stop
-        self._flag = torch.zeros(1, device=device)
+        self._group = None  # None: the default group (Gloo); else a Gloo group for the flag
+        if ctx.world_size > 1 and dist.get_backend() != "gloo":
+            self._group = dist.new_group(backend="gloo", timeout=timedelta(seconds=ctx.timeout_s))
+        self._pending: Optional[Tuple[object, torch.Tensor]] = None  # the check in flight
         self._previous: Dict[int, object] = {}
 
     def install(self) -> "Preemption":
@@ -64,15 +76,8 @@ class Preemption:
             signal.siginterrupt(sig, False)
         return self
 
-    def restore(self) -> None:
-        """Put the previous handlers back (unless a stop was agreed: those signals stay ignored)."""
-        for sig, handler in self._previous.items():
-            if not self.agreed:
-                signal.signal(sig, handler)
-        self._previous.clear()
-
     def _on_signal(self, signum: int, _frame) -> None:
-        if self.received is None:  # only a flag: no logging (or anything that takes locks) in a handler
+        if self.received is None:  # only a flag: no logging (or anything else that locks) in a handler
             self.received = signum
 
     def should_stop(self, step: int) -> bool:
@@ -81,18 +86,38 @@ class Preemption:
             return True
         if step % self.every:
             return False
-        requested = self.received is not None
-        if self.world_size > 1:
-            self._flag.fill_(1.0 if requested else 0.0)
-            dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
-            requested = bool(self._flag.item())
-        if requested:
-            self.agreed = True
-            if self.received is not None:
-                log.warning("received %s: every rank checkpoints and stops after step %d",
-                            signal.Signals(self.received).name, step)
-            else:
-                log.info("another rank received a preemption signal: every rank stops after step %d", step)
-            for sig in self._previous:  # already stopping: a duplicate signal must not kill us now
-                signal.signal(sig, signal.SIG_IGN)
-        return requested
+        mine = 1.0 if self.received is not None else 0.0
+        if self.world_size == 1:
+            return self._agree(step) if mine else False
+        previous, self._pending = self._pending, self._start(mine)
+        if previous is None:
+            return False
+        work, flag = previous
+        work.wait()
+        return self._agree(step) if flag.item() > 0 else False
+
+    def _start(self, value: float) -> Tuple[object, torch.Tensor]:
+        flag = torch.full((1,), value)
+        return dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True), flag
+
+    def _agree(self, step: int) -> bool:
+        self.agreed = True
+        for sig in self._previous:  # already stopping: a duplicate signal must not kill us now
+            signal.signal(sig, signal.SIG_IGN)
+        if self.received is not None:
+            log.warning("received %s: every rank checkpoints and stops after step %d",
+                        signal.Signals(self.received).name, step)
+        else:
+            log.info("another rank received a preemption signal: every rank stops after step %d", step)
+        return True
+
+    def close(self) -> None:
+        """Finish the check in flight (every rank has one) and put the previous handlers back
+        (unless a stop was agreed: then the signals stay ignored until the process exits)."""
+        if self._pending is not None:
+            self._pending[0].wait()
+            self._pending = None
+        for sig, handler in self._previous.items():
+            if not self.agreed:
+                signal.signal(sig, handler)
+        self._previous.clear()

@@ -26,7 +26,7 @@ from crossover_sgd.training.lars_sync import GroupNormSync
 from crossover_sgd.training.models import build_model
 from crossover_sgd.training.optim import build_optimizer
 from crossover_sgd.training.precision import Precision
-from crossover_sgd.training.outputs import MetricsLog
+from crossover_sgd.training.outputs import MetricsLog, TensorBoardLog
 from crossover_sgd.training.preemption import Preemption
 from crossover_sgd.training.sampler import ShardSampler
 from crossover_sgd.training.schedule import LRSchedule
@@ -66,7 +66,8 @@ class Trainer:
                                  num_workers=config.workers, pin_memory=ctx.device.type == "cuda",
                                  generator=self.loader_rng, persistent_workers=False)
         self.schedule = LRSchedule.from_config(config, self.steps_per_epoch)
-        self.metrics = MetricsLog(out, ctx.rank)
+        self.metrics = MetricsLog(out, ctx.rank,
+                                  tensorboard=TensorBoardLog(out) if config.tensorboard and ctx.is_main else None)
         self.step, self.epoch, self.micro_in_epoch = 0, 0, 0
         self.loss_sum = torch.zeros((), device=ctx.device)
         self.loss_count = 0
@@ -152,7 +153,7 @@ class Trainer:
         rank: see :mod:`~crossover_sgd.training.preemption`); return the final evaluation."""
         cfg = self.config
         stopped = None  # why the run ends early: "stopped" (--stop-at-step) or "preempted" (a signal)
-        preemption = Preemption(self.ctx.device, self.ctx.world_size).install()
+        preemption = Preemption(self.ctx).install()
         progress = self._progress()
         while self.epoch < cfg.epochs and not stopped:
             self.sampler.set_epoch(self.epoch, skip=self.micro_in_epoch * cfg.batch_size)
@@ -184,7 +185,7 @@ class Trainer:
                 self.checkpoint()
         if progress is not None:
             progress.close()
-        preemption.restore()
+        preemption.close()
         if stopped:
             log.info("stopping at step %d %s; resume with --resume", self.step,
                      "as asked (--stop-at-step)" if stopped == "stopped" else "on a preemption signal")
