@@ -59,7 +59,7 @@ class Heartbeat:
         while waiting and time.monotonic() < deadline:
             waiting = [r for r in waiting if not self._store.check([_FAILED + str(r)])]
             time.sleep(self.interval)
-        time.sleep(2 * self.interval)  # let the last one read its counters
+        time.sleep(6 * self.interval)  # the last one needs 4 intervals to read its counters twice
 
     def diagnose(self, settle: Optional[float] = None) -> str:
         """A sentence naming the lost peers (call after a communication failure)."""

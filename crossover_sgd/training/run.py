@@ -132,7 +132,7 @@ def _train(config: TrainConfig, ctx: DistContext, data, device, resume_state, st
     finals = [None] * ctx.world_size
     dist.all_gather_object(finals, result["final"])
     summary = {
-        "status": "stopped" if result["stopped"] else "finished",
+        "status": result["status"],
         "config": config.to_dict(), "world_size": ctx.world_size, "launcher": ctx.launcher,
         "backend": ctx.backend, "device": device.type, "local_size": ctx.local_size,
         "epochs_done": result["epoch"], "steps_done": result["step"],
