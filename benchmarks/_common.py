@@ -490,3 +490,14 @@ def write_json(path: Optional[Path], payload: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     log.info("wrote %s", path)
 
+
+
+def report(header: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]],
+           goal_columns: Sequence[Column], result: Mapping[str, Any], json_path: Optional[Path]) -> None:
+    """Print a benchmark's table and its goals table, and write its JSON."""
+    print(header)
+    print(format_table(columns, rows))
+    if result["goals"]:
+        print()
+        print(format_table(goal_columns, result["goals"]))
+    write_json(json_path, result)

@@ -176,15 +176,12 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
               "counted": r["counted_comm_seconds"] * 1e3 if "counted_comm_seconds" in r else None,
               "raw_seconds": r["raw_seconds"] * 1e3 if "raw_seconds" in r else None} for r in rows]
     m = result["machine"]
-    print(f"Communication per round vs the raw exchange of the same bytes; {m['cpu_count']} CPUs, "
-          f"torch {m['torch']}, device {args.device}, median of {args.repeats} (slowest rank)")
-    print(common.format_table(columns, shown))
-    if result["goals"]:
-        print()
-        print(common.format_table([common.Column("model", "model"), common.Column("nproc", "n"),
-                                   common.Column("goal", "goal"), common.Column("value", "measured", "{:.3f}"),
-                                   common.Column("met", "met")], result["goals"]))
-    common.write_json(args.json, result)
+    common.report(f"Communication per round vs the raw exchange of the same bytes; {m['cpu_count']} CPUs, "
+                  f"torch {m['torch']}, device {args.device}, median of {args.repeats} (slowest rank)",
+                  columns, shown,
+                  [common.Column("model", "model"), common.Column("nproc", "n"), common.Column("goal", "goal"),
+                   common.Column("value", "measured", "{:.3f}"), common.Column("met", "met")],
+                  result, args.json)
     return result
 
 

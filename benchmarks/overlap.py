@@ -110,15 +110,13 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
                common.Column("ratio_to_max", "step/max", "{:.2f}"), common.Column("ratio_to_sum", "step/sum", "{:.2f}"),
                common.Column("skipped", "note")]
     m = result["machine"]
-    print(f"Step time per optimizer step, {step.get('model')} batch {step.get('batch_size')}/rank; {m['cpu_count']} "
-          f"CPUs, torch {m['torch']}, device {args.device}, median of {args.repeats} windows of {args.steps} steps")
-    print(common.format_table(columns, shown))
-    if result["goals"]:
-        print()
-        print(common.format_table([common.Column("nproc", "n"), common.Column("case", "case"),
-                                   common.Column("goal", "goal"), common.Column("value", "measured", "{:.2f}"),
-                                   common.Column("met", "met")], result["goals"]))
-    common.write_json(args.json, result)
+    common.report(f"Step time per optimizer step, {step.get('model')} batch {step.get('batch_size')}/rank; "
+                  f"{m['cpu_count']} CPUs, torch {m['torch']}, device {args.device}, median of {args.repeats} "
+                  f"windows of {args.steps} steps",
+                  columns, shown,
+                  [common.Column("nproc", "n"), common.Column("case", "case"), common.Column("goal", "goal"),
+                   common.Column("value", "measured", "{:.2f}"), common.Column("met", "met")],
+                  result, args.json)
     return result
 
 

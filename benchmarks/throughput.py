@@ -146,18 +146,14 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
                common.Column("overhead_min_pct", "(min) +%", "{:+.1f}"),
                common.Column("step_s", "step ms", "{:.1f}"), common.Column("skipped", "note")]
     m = result["machine"]
-    print(f"Training-step throughput, {step.get('model')} batch {step.get('batch_size')}/rank, channels_last "
-          f"{step.get('channels_last')}, bf16 {step.get('amp')}; {m['cpu_count']} CPUs, torch {m['torch']}, device "
-          f"{args.device}; median of {args.repeats} windows of {args.steps} steps")
-    print(common.format_table(columns, shown))
-    if result["goals"]:
-        print()
-        print(common.format_table([common.Column("case", "Trainer with"), common.Column("goal", "goal"),
-                                   common.Column("value", "median", "{:.3f}"),
-                                   common.Column("value_min", "min", "{:.3f}"),
-                                   common.Column("met", "met")],
-                                  result["goals"]))
-    common.write_json(args.json, result)
+    common.report(f"Training-step throughput, {step.get('model')} batch {step.get('batch_size')}/rank, channels_last "
+                  f"{step.get('channels_last')}, bf16 {step.get('amp')}; {m['cpu_count']} CPUs, torch {m['torch']}, "
+                  f"device {args.device}; median of {args.repeats} windows of {args.steps} steps",
+                  columns, shown,
+                  [common.Column("case", "Trainer with"), common.Column("goal", "goal"),
+                   common.Column("value", "median", "{:.3f}"), common.Column("value_min", "min", "{:.3f}"),
+                   common.Column("met", "met")],
+                  result, args.json)
     return result
 
 
