@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import child_env, cli, read_metrics, run
+from support import child_env, cli, kill_marked, marked_processes, read_metrics, run
 
 pytestmark = pytest.mark.slow
 
@@ -164,34 +164,6 @@ def test_training_under_mpiexec(tmp_path):
 # The local launcher when something goes wrong
 # --------------------------------------------------------------------------------------------
 
-def marked_processes(marker: str) -> Dict[int, Dict[str, str]]:
-    """pid -> environment of the live processes whose environment carries ``marker``."""
-    found = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:  # gone, or not ours to read
-            continue
-        if state == "Z":
-            continue
-        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-        if env.get("CROSSOVER_SGD_TEST_MARKER") == marker:
-            found[int(entry.name)] = env
-    return found
-
-
-def leftovers(marker: str) -> Dict[int, Dict[str, str]]:
-    """The marked processes still alive; they are killed (by pid) so a failure leaves none."""
-    alive = marked_processes(marker)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return alive
 
 
 @needs_proc
@@ -218,7 +190,7 @@ def test_local_launcher_stops_the_other_ranks_when_one_dies():
         if launcher.poll() is None:
             launcher.kill()
             launcher.communicate()
-        left = leftovers(marker)
+        left = kill_marked(marker)
     assert launcher.returncode == 128 + signal.SIGKILL, stderr
     assert "rank 1 exited with code -9; stopping the other ranks" in stderr
     assert elapsed < 30  # rank 0 was stopped, not left to time out
@@ -233,7 +205,7 @@ def test_local_launcher_exits_non_zero_when_every_rank_fails():
         result = cli("launch-info", "--nproc", "2", "--backend", "nccl", timeout=LAUNCH_TIMEOUT,
                      env=cpu_env({"CROSSOVER_SGD_TEST_MARKER": marker}))
     finally:
-        left = leftovers(marker)
+        left = kill_marked(marker)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     refusal = "crossover-sgd: error: --backend nccl needs GPUs, but this run is on the CPU: use --backend gloo"

@@ -256,34 +256,3 @@ def stepd_pids(root: Path) -> List[int]:
     return found
 
 
-def _environ(pid_dir: Path) -> Optional[Dict[str, str]]:
-    try:
-        raw = (pid_dir / "environ").read_bytes()
-        state = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):  # gone, or not ours to read
-        return None
-    if state == "Z":
-        return None
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def marked_processes(marker: str) -> Dict[int, Dict[str, str]]:
-    """pid -> environment of the live processes whose environment has CROSSOVER_SGD_TEST_MARKER=marker."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            env = _environ(entry)
-            if env is not None and env.get("CROSSOVER_SGD_TEST_MARKER") == marker:
-                found[int(entry.name)] = env
-    return found
-
-
-def kill_marked(marker: str) -> Dict[int, Dict[str, str]]:
-    """Kill (by pid) the marked processes still alive and return them: a test leaves none."""
-    alive = marked_processes(marker)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return alive

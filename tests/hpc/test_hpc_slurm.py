@@ -20,8 +20,8 @@ from typing import Dict, List
 
 import pytest
 
-from hpc_cluster import kill_marked, marked_processes, wait_for
-from support import ROOT, read_metrics
+from hpc_cluster import wait_for
+from support import ROOT, kill_marked, marked_processes, read_metrics
 
 pytestmark = pytest.mark.slow
 
