@@ -501,3 +501,19 @@ def report(header: str, columns: Sequence[Column], rows: Sequence[Mapping[str, A
         print()
         print(format_table(goal_columns, result["goals"]))
     write_json(json_path, result)
+
+
+def run_or_launch(script: Path, args: argparse.Namespace, run_rank: Callable[[argparse.Namespace], None],
+                  rank_argv: Sequence[str], report: Callable[[List[Any], argparse.Namespace], Dict[str, Any]],
+                  threads: int = 1) -> Optional[Dict[str, Any]]:
+    """Inside a launched rank: run it. Otherwise: launch ``args.nprocs`` ranks of ``script`` per
+    world size and report what they measured."""
+    setup_logging(args.log_level)
+    if args.rank_result is not None or under_external_launcher():
+        run_rank(args)
+        return None
+    parts = []
+    for n in args.nprocs:
+        log.info("starting %d rank(s), %d thread(s) each", n, threads)
+        parts.append(launch_ranks(script, n, rank_argv, threads=threads, timeout=args.timeout))
+    return report(parts, args)

@@ -200,15 +200,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
         args.nprocs, args.models, args.warmup, args.repeats = [2], ["small_cnn"], 1, 2
     if any(n < 2 for n in args.nprocs):
         parser.error("--nprocs: communication needs 2 or more ranks")
-    common.setup_logging(args.log_level)
-    if args.rank_result is not None or common.under_external_launcher():
-        run_rank(args)
-        return None
-    parts = []
-    for n in args.nprocs:
-        log.info("starting %d ranks", n)
-        parts.append(common.launch_ranks(Path(__file__).resolve(), n, _rank_argv(args), timeout=args.timeout))
-    return report(parts, args)
+    return common.run_or_launch(Path(__file__).resolve(), args, run_rank, _rank_argv(args), report)
 
 
 def _rank_argv(args: argparse.Namespace) -> List[str]:

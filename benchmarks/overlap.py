@@ -133,16 +133,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
         args.nprocs, args.model, args.batch_size, args.steps, args.warmup, args.repeats = [2], "small_cnn", 8, 2, 1, 2
     if any(n < 2 for n in args.nprocs) or args.steps < 1:
         parser.error("--nprocs must be >= 2 and --steps >= 1")
-    common.setup_logging(args.log_level)
-    if args.rank_result is not None or common.under_external_launcher():
-        run_rank(args)
-        return None
-    parts = []
-    for n in args.nprocs:
-        log.info("starting %d ranks", n)
-        parts.append(common.launch_ranks(Path(__file__).resolve(), n, [*common.step_argv(args), "--cases", *args.cases],
-                                         threads=args.threads, timeout=args.timeout))
-    return report(parts, args)
+    return common.run_or_launch(Path(__file__).resolve(), args, run_rank,
+                                [*common.step_argv(args), "--cases", *args.cases], report, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -174,17 +174,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
         args.cases = ["none", "allreduce", "crossover-fine"]
     if any(n < 1 for n in args.nprocs) or args.steps < 1:
         parser.error("--nprocs and --steps must be >= 1")
-    common.setup_logging(args.log_level)
-    if args.rank_result is not None or common.under_external_launcher():
-        run_rank(args)
-        return None
-    parts = []
-    for n in args.nprocs:
-        threads = args.threads if args.device == "cpu" else 1
-        log.info("starting %d rank(s), %d thread(s) each", n, threads)
-        parts.append(common.launch_ranks(Path(__file__).resolve(), n, [*common.step_argv(args), "--cases", *args.cases],
-                                         threads=threads, timeout=args.timeout))
-    return report(parts, args)
+    return common.run_or_launch(Path(__file__).resolve(), args, run_rank,
+                                [*common.step_argv(args), "--cases", *args.cases], report,
+                                threads=args.threads if args.device == "cpu" else 1)
 
 
 if __name__ == "__main__":
