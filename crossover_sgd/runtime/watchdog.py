@@ -5,6 +5,11 @@ store once per ``interval`` seconds. When a collective or exchange fails, the fa
 itself ``failed`` and compares two readings of all counters: a rank whose counter stopped and
 that did not mark itself failed is *lost* (killed, crashed, or frozen). A rank frozen inside a
 collective keeps its heartbeat: only the process-group timeout catches a slow-but-alive peer.
+
+The thread must be joined (:meth:`Heartbeat.close`) before the interpreter exits: a daemon thread
+still inside a store call (which releases the GIL) when Python finalizes is ended with
+``pthread_exit`` as it takes the GIL back, and unwinding through the C++ frames aborts the whole
+process ("terminate called without an active exception", exit -6) after a successful run.
 """
 
 from __future__ import annotations
@@ -40,7 +45,14 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        """Stop beating (the thread ends after its current store call)."""
         self._stop.set()
+
+    def close(self) -> None:
+        """Stop beating and wait for the thread to end (bounded by the store's 10 s timeout)."""
+        self.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

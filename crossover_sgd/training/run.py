@@ -92,7 +92,7 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
         os._exit(3)  # the process group is broken: do not wait for collectives in atexit handlers
     finally:
         if heartbeat is not None:
-            heartbeat.stop()
+            heartbeat.close()
         shutdown()
 
 
