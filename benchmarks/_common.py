@@ -290,9 +290,10 @@ CASES: Dict[str, Case] = {case.label: case for case in (
     Case("allreduce-param", {"algorithm": "allreduce", "sync_grad": False}),
     Case("sgp-1peer", {"algorithm": "sgp", "sgp_peers": 1}),
     Case("sgp-2peers", {"algorithm": "sgp", "sgp_peers": 2}),
-    Case("sgp-overlap", {"algorithm": "sgp", "sgp_peers": 1, "sgp_overlap": True}),
+    Case("sgp-overlap", {"algorithm": "sgp", "sgp_peers": 1, "gossip_overlap": True}),
     Case("crossover-coarse", {"algorithm": "crossover", "chromosome": "coarse"}),
     Case("crossover-fine", {"algorithm": "crossover", "chromosome": "fine"}),
+    Case("crossover-overlap", {"algorithm": "crossover", "chromosome": "fine", "gossip_overlap": True}),
     Case("hierarchical-2", {"algorithm": "hierarchical-crossover", "chromosome": "fine", "ranks_per_node": 2}),
 )}
 

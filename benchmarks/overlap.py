@@ -9,10 +9,10 @@ In ``N`` ranks, three windows are timed in alternation for each algorithm settin
 * ``step``: the Trainer step with the algorithm, as training runs it (the window ends with
   ``flush()``, so a message still in flight at its end is waited for inside the window).
 
-Settings: ``sgp-1peer`` (sequential), ``sgp-overlap`` (OSGP: the round's messages travel during
-the next step's forward/backward, mixed one step late) and ``crossover-fine`` (Crossover-SGD has
-no overlap mode yet: only its sequential step exists and is measured). Goal: an overlapped step
-at most 1.1x ``max(compute, communication)``; a sequential one costs about their sum.
+Settings: ``sgp-1peer`` and ``crossover-fine`` (sequential), ``sgp-overlap`` (OSGP) and
+``crossover-overlap`` (``--gossip-overlap True``): the round's messages travel during the next
+step's forward/backward and are mixed one step late. Goal: an overlapped step at most 1.1x
+``max(compute, communication)``; a sequential one costs about their sum.
 
 Usage: ``python3 benchmarks/overlap.py [--nproc 2] [--model resnet18] [--json out.json]``.
 """
@@ -35,8 +35,8 @@ import _common as common  # noqa: E402
 
 log = logging.getLogger("benchmarks.overlap")
 
-OVERLAP_CASES = ("sgp-1peer", "sgp-overlap", "crossover-fine")
-OVERLAPPED = {"sgp-overlap"}  # settings that overlap their exchange with computation
+OVERLAP_CASES = ("sgp-1peer", "sgp-overlap", "crossover-fine", "crossover-overlap")
+OVERLAPPED = {"sgp-overlap", "crossover-overlap"}  # settings that overlap their exchange with computation
 
 
 def measure_case(ctx, label: str, spec: common.StepSpec, compute, batch, args: argparse.Namespace,

@@ -62,8 +62,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--groupnum", type=int, default=None,
          help="hierarchical-crossover: number of nodes (default: the launcher's / --gpu_per_node)")
     _add(g, "--sgp-peers", type=int, default=d.sgp_peers, help="sgp: out-peers per round")
-    _add(g, "--sgp-overlap", type=str_bool, default=d.sgp_overlap, metavar="BOOL",
-         help="sgp: overlap the exchange with the next step's computation, mixed one step late (OSGP)")
+    _add(g, "--gossip-overlap", "--sgp-overlap", type=str_bool, default=d.gossip_overlap, metavar="BOOL",
+         help="sgp, crossover: overlap the exchange with the next step's computation, mixed one step late "
+              "(for sgp: OSGP)")
     _add(g, "--gossip-buffers", type=str_bool, default=d.gossip_buffers, metavar="BOOL",
          help="gossip: also mix BatchNorm running statistics")
     _add(g, "--gossip-momentum", type=str_bool, default=d.gossip_momentum, metavar="BOOL",

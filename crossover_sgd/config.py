@@ -45,7 +45,7 @@ class TrainConfig:
     segmented: bool = True
     groupnum: Optional[int] = None
     sgp_peers: int = 1
-    sgp_overlap: bool = False
+    gossip_overlap: bool = False
     gossip_buffers: bool = False
     gossip_momentum: bool = False
     gossip_dtype: str = "model"
@@ -124,6 +124,9 @@ class TrainConfig:
         if self.segments is not None:
             _at_least("--segments", self.segments, 1)
         _at_least("--sgp-peers", self.sgp_peers, 1)
+        if self.gossip_overlap and self.algorithm not in ("sgp", "crossover"):
+            raise ConfigError(f"--gossip-overlap True is available for --algorithm sgp and crossover, "
+                              f"not {self.algorithm}")
         if self.groupnum is not None:
             _at_least("--groupnum", self.groupnum, 1)
             self._check_divides_world("--groupnum", self.groupnum)

@@ -131,6 +131,8 @@ TRAIN_CASES: List[Tuple[List[str], List[str]]] = [
     (["--algorithm", "crossover", "--chromosome", "medium"], ["--chromosome", "medium"]),
     (["--algorithm", "hierarchical-crossover", "--nproc", "4", "--groupnum", "3"], ["--groupnum 3"]),
     (["--algorithm", "sgp", "--sgp-peers", "0"], ["--sgp-peers 0"]),
+    (["--algorithm", "allreduce", "--gossip-overlap", "True"], ["--gossip-overlap", "allreduce"]),
+    (["--algorithm", "hierarchical-crossover", "--sgp-overlap", "True"], ["--gossip-overlap", "hierarchical"]),
 ]
 
 

@@ -53,11 +53,12 @@ def test_overlap_quick(tmp_path):
     data = run_benchmark("overlap", tmp_path)
     rows = measured(data["rows"])
     assert {r["case"]: r["mode"] for r in rows} == {"sgp-1peer": "sequential", "sgp-overlap": "overlapped",
-                                                    "crossover-fine": "sequential"}
+                                                    "crossover-fine": "sequential",
+                                                    "crossover-overlap": "overlapped"}
     for r in rows:
         for key in ("compute_s", "communication_s", "step_s", "ratio_to_max", "ratio_to_sum"):
             assert r[key] > 0, (r["case"], key)
-    assert [g["case"] for g in data["goals"]] == ["sgp-overlap"]
+    assert [g["case"] for g in data["goals"]] == ["sgp-overlap", "crossover-overlap"]
 
 
 def test_throughput_quick(tmp_path):

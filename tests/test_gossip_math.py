@@ -30,18 +30,24 @@ def variants(n: int) -> dict:
         "crossover_no_fairness": {"algorithm": "crossover", "segments": 3, "fair": False},
         "crossover_no_segmentation": {"algorithm": "crossover", "segments": 3, "segmented": False},
         "crossover_bf16_wire": {"algorithm": "crossover", "segments": 3, "gossip_dtype": "bf16"},
+        "crossover_overlap_fine": {"algorithm": "crossover", "chromosome": "fine", "gossip_overlap": True},
         "sgp_k1": {"algorithm": "sgp", "sgp_peers": 1},
-        "sgp_overlap_k1": {"algorithm": "sgp", "sgp_peers": 1, "sgp_overlap": True},
+        "gossip_overlap_k1": {"algorithm": "sgp", "sgp_peers": 1, "gossip_overlap": True},
     }
     if n >= 3:
         v["sgp_k2"] = {"algorithm": "sgp", "sgp_peers": 2}
-        v["sgp_overlap_k2"] = {"algorithm": "sgp", "sgp_peers": 2, "sgp_overlap": True}
+        v["gossip_overlap_k2"] = {"algorithm": "sgp", "sgp_peers": 2, "gossip_overlap": True}
     v["hier_g1"] = {"algorithm": "hierarchical-crossover", "segments": 4, "gpu_per_node": 1}
     if n % 2 == 0 and n >= 4:
         v["hier_g2"] = {"algorithm": "hierarchical-crossover", "segments": 4, "gpu_per_node": 2}
     if n == 8:
         v["hier_g4"] = {"algorithm": "hierarchical-crossover", "chromosome": "fine", "gpu_per_node": 4}
-    return {name: {"options": options, "rounds": ROUNDS} for name, options in v.items()}
+    specs = {name: {"options": options, "rounds": ROUNDS} for name, options in v.items()}
+    for overlap in (False, True):  # local updates between rounds, as optimizer steps make them
+        options = {"algorithm": "crossover", "segments": 3, "gossip_overlap": overlap}
+        specs[f"updates_crossover{'_overlap' if overlap else ''}"] = {"options": options, "rounds": ROUNDS,
+                                                                      "updates": True}
+    return specs
 
 
 WORLD_SIZES = (2, 3, 5, 8)
@@ -112,6 +118,35 @@ def test_crossover_equals_mixing_matrices_and_sends_the_model_once_per_round(gos
         assert sum(s["comm"]["bytes_sent"] for s in states) == n * ROUNDS * model_bytes(states)
 
 
+@pytest.mark.parametrize("n,name", cases("updates_crossover"))
+def test_crossover_with_local_updates_sequential_and_overlapped(gossip_runs, n, name):
+    """Sequential: x <- W_t (x + d_t). Overlapped: the round posted at t is mixed at t + 1 as
+    x <- x + (W_t - I) s_t, with s_t the snapshot sent; the global mean moves only by the updates."""
+    states = gossip_runs(n)[name]
+    overlap = variants(n)[name]["options"]["gossip_overlap"]
+    schedule = CrossoverSchedule(n, len(states[0]["segments"]), SEED)
+    seg, eye = segment_of(states), np.eye(n)
+    for tensor in states[0]["initial"]:
+        x = stacked(states, "initial", tensor)
+        in_flight = None
+        for t in range(ROUNDS):
+            x = x + np.stack([s["deltas"][t][tensor].double().reshape(-1).numpy() for s in states])
+            w = schedule.mixing_matrices(t)[seg[tensor]]
+            if not overlap:
+                x = w @ x
+                continue
+            if in_flight is not None:
+                x = x + (in_flight[0] - eye) @ in_flight[1]
+            in_flight = (w, x.copy())
+        if in_flight is not None:  # flush()
+            x = x + (in_flight[0] - eye) @ in_flight[1]
+        np.testing.assert_allclose(stacked(states, "final", tensor), x, rtol=1e-5, atol=1e-5, err_msg=tensor)
+        total_update = sum(np.stack([s["deltas"][t][tensor].double().reshape(-1).numpy() for s in states])
+                           for t in range(ROUNDS))
+        np.testing.assert_allclose(stacked(states, "final", tensor).mean(0),
+                                   (stacked(states, "initial", tensor) + total_update).mean(0), atol=1e-5)
+
+
 @pytest.mark.parametrize("n,name", cases("sgp"))
 def test_sgp_push_sum_equals_mixing_matrices_conserves_sums(gossip_runs, n, name):
     states = gossip_runs(n)[name]
@@ -124,7 +159,7 @@ def test_sgp_push_sum_equals_mixing_matrices_conserves_sums(gossip_runs, n, name
         """x and w follow the same recursion; with overlap the sent shares arrive one round late."""
         share, in_flight = 1.0 / (k + 1), np.zeros_like(x)
         for w_matrix in matrices:
-            if options.get("sgp_overlap"):
+            if options.get("gossip_overlap"):
                 x = x + in_flight
                 in_flight = (w_matrix - share * np.eye(n)) @ x
                 x = share * x

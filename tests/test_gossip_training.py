@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
     (4, ["--algorithm", "sgp"]),
     (4, ["--algorithm", "sgp", "--sgp-overlap", "True", "--sgp-peers", "2"]),
     (4, ["--algorithm", "crossover", "--chromosome", "fine"]),
+    (4, ["--algorithm", "crossover", "--chromosome", "fine", "--gossip-overlap", "True"]),
     (8, ["--algorithm", "hierarchical-crossover", "--gpu_per_node", "2", "--segments", "3"]),
-], ids=["sgp", "osgp-2peers", "crossover", "hierarchical-8ranks"])
+], ids=["sgp", "osgp-2peers", "crossover", "crossover-overlap", "hierarchical-8ranks"])
 def test_gossip_reaches_90_percent_on_the_default_data(tmp_path, nproc, args):
     out = tmp_path / "run"
     result = cli("train", "--nproc", str(nproc), "--epochs", "10", *args, "--out", str(out), timeout=240)

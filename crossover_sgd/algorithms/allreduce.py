@@ -49,7 +49,7 @@ class AllReduceSGD(Algorithm):
             return model  # nothing to average: no DDP wrapper, no hooks
         if not self.config.sync_grad:
             super().prepare(model)
-            self._flat = FlatParams(model_state_tensors(model))
+            self._flat = FlatParams(model_state_tensors(model), share_storage=True)
             return model
         device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
         self._ddp = DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)

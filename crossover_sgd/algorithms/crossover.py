@@ -9,16 +9,26 @@ whatever the number of segments; all segments' messages go out at once.
 Segments: ``--chromosome coarse|fine`` (ResNet stages / residual blocks) or ``--segments N``.
 Ablations of the study: ``--fair False`` (receivers pick senders independently: not load
 balanced) and ``--segmented False`` (one permutation per round for all segments).
+
+The segments live in flat buffers that *are* the parameters' memory (no packing), and each
+segment is averaged as soon as its message has arrived, while later segments still travel.
+
+**Overlap** (``--gossip-overlap True``, not in the study): the round's messages (a snapshot of the
+segments) are posted and the step returns at once; they travel while the next forward/backward
+computes and are mixed one step late as ``x <- x + (received - sent) / 2``: the average of the
+sent values plus the local update made since. The global mean is conserved as in sequential
+rounds; with no local update in between the result equals the sequential round's. ``flush()``
+(before evaluation and checkpoints) mixes what is in flight.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from crossover_sgd.algorithms.gossip import GossipAlgorithm
-from crossover_sgd.comm.p2p import Message, exchange
+from crossover_sgd.algorithms.gossip import GossipAlgorithm, SegmentRound
+from crossover_sgd.comm.p2p import Pending
 from crossover_sgd.comm.segments import Segment, split_model
 from topology import CrossoverSchedule
 
@@ -40,25 +50,48 @@ class CrossoverSGD(GossipAlgorithm):
         self.schedule = CrossoverSchedule(self.ctx.world_size, len(self.segments), self.config.seed,
                                           fair=self.config.fair, segmented=self.config.segmented)
         self.flats = []  # rebuilt at the first step, when momentum buffers exist
+        self.in_flight: Optional[Tuple[Pending, List[SegmentRound]]] = None
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.ensure_segments(optimizer)
-        rank = self.ctx.rank
-        peers = self.schedule.peers(self.round)
-        sends: List[Message] = []
-        recvs: List[Message] = []
-        received = []
-        for s, flat in enumerate(self.flats):
-            own = self.to_wire(flat.pack())
-            source = int(peers.recv_from[s, rank])
-            for receiver in peers.receivers(s, rank):
-                sends += self.messages(receiver, s, own)
-            if source != rank:
-                incoming = flat.scratch(self.wire_dtype)
-                recvs += self.messages(source, s, incoming)
-                received.append((flat, incoming))
-        self.check_finite([m.tensor for m in sends])
-        exchange(sends, recvs, self.comm, what=f"crossover round {self.round}")
-        self.average_received(received)
+        self.flush()
+        parts = self.plan_round()
+        pending = self.post_round(parts, what=f"crossover round {self.round}")
+        if self.config.gossip_overlap:
+            self.in_flight = (pending, parts)
+        else:
+            self.mix(pending, parts)
         self.comm.rounds += 1
+
+    def plan_round(self) -> List[SegmentRound]:
+        """Every segment's messages for this round: the segment to its receivers, the source's in."""
+        rank, overlap = self.ctx.rank, self.config.gossip_overlap
+        peers = self.schedule.peers(self.round)
+        parts = []
+        for s, flat in enumerate(self.flats):
+            part = SegmentRound(flat)
+            own = flat.pack()
+            if overlap:  # the segment changes while its message travels: send a snapshot
+                part.sent = flat.scratch(slot="sent")
+                torch._foreach_copy_(part.sent, own)
+                own = part.sent
+            wire = self.to_wire(own)
+            for receiver in peers.receivers(s, rank):
+                part.sends += self.messages(receiver, s, wire)
+            source = int(peers.recv_from[s, rank])
+            if source != rank:
+                part.incoming = flat.scratch(self.wire_dtype)
+                part.recvs = self.messages(source, s, part.incoming)
+            parts.append(part)
+        return parts
+
+    def flush(self) -> None:
+        if self.in_flight is not None:
+            pending, parts = self.in_flight
+            self.in_flight = None
+            self.mix(pending, parts)
+
+    def state_dict(self) -> Dict[str, Any]:
+        self.flush()
+        return super().state_dict()

@@ -11,22 +11,34 @@ weights. Schedules are drawn from ``--seed`` and the round counter, identically 
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import torch
 
 from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.comm import FlatParams
-from crossover_sgd.comm.p2p import Message
+from crossover_sgd.comm.p2p import Message, Pending, post
 from crossover_sgd.errors import DivergedError
 from crossover_sgd.comm.segments import Segment, attach_momentum, split_model
 
-__all__ = ["GossipAlgorithm", "MAX_DTYPES"]
+__all__ = ["GossipAlgorithm", "SegmentRound", "MAX_DTYPES"]
 
 #: Tags of one segment's messages: ``segment * MAX_DTYPES + dtype index``.
 MAX_DTYPES = 8
 #: ``--gossip-dtype`` choices: ``model`` sends every tensor in its own dtype.
 WIRE_DTYPES = {"model": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class SegmentRound:
+    """One segment's part of a round: its messages and, when it receives, where they land."""
+
+    flat: FlatParams
+    sends: List[Message] = field(default_factory=list)
+    recvs: List[Message] = field(default_factory=list)
+    incoming: Optional[List[torch.Tensor]] = None  # receive buffers; None: nothing to mix
+    sent: Optional[List[torch.Tensor]] = None  # overlapped rounds: the values sent (a snapshot)
 
 
 class GossipAlgorithm(Algorithm):
@@ -48,7 +60,7 @@ class GossipAlgorithm(Algorithm):
         self.segments = self.split()
         if self.config.gossip_momentum and optimizer is not None:
             attach_momentum(self.segments, self.model, optimizer)
-        self.flats = [FlatParams(s.tensors) for s in self.segments]
+        self.flats = [FlatParams(s.tensors, share_storage=True) for s in self.segments]
 
     def ensure_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
         """Build segments on first use (momentum buffers exist only after the first step)."""
@@ -75,13 +87,35 @@ class GossipAlgorithm(Algorithm):
         dtype = self.wire_dtype
         return [b if dtype is None or not b.is_floating_point() else b.to(dtype) for b in buffers]
 
-    def average_received(self, received: List[Tuple[FlatParams, List[torch.Tensor]]]) -> None:
-        """``x <- (x + received) / 2`` per segment, then write the segments back to the model."""
+    def post_round(self, parts: List["SegmentRound"], what: str) -> Pending:
+        """Check what is sent, then post every message of the round at once."""
+        sends = [m for part in parts for m in part.sends]
+        self.check_finite([m.tensor for m in sends])
+        with self.comm.timed():
+            return post(sends, [m for part in parts for m in part.recvs], what=what)
+
+    def mix(self, pending: Pending, parts: List["SegmentRound"]) -> None:
+        """Average each segment with what its peer sent, segment by segment as the messages
+        arrive (the segments still travelling overlap the averaging of those that arrived).
+
+        A segment is written only when its own sends are done too: they read the same memory.
+        Sequential rounds: ``x <- (x + received) / 2``. Overlapped rounds, which arrive one step
+        late: ``x <- x + (received - sent) / 2``, i.e. the average of the sent values plus the
+        local update made since (the global mean is conserved all the same).
+        """
         with torch.no_grad():
-            for flat, incoming in received:
-                for buf, other in zip(flat.buffers.values(), incoming):
-                    buf.lerp_(other.to(buf.dtype), 0.5)  # (x + received) / 2 in one pass
-                flat.unpack()
+            for part in parts:
+                pending.wait(self.comm, part.sends + part.recvs)
+                if part.incoming is None:
+                    continue
+                for buf, other, sent in zip(part.flat.buffers.values(), part.incoming,
+                                            part.sent or [None] * len(part.incoming)):
+                    if sent is None:
+                        buf.lerp_(other.to(buf.dtype), 0.5)  # (x + received) / 2 in one pass
+                    else:
+                        buf.add_(other.to(buf.dtype).sub_(sent), alpha=0.5)
+                part.flat.unpack()
+        pending.wait(self.comm)
 
     @staticmethod
     def messages(peer: int, segment: int, buffers: List[torch.Tensor]) -> List[Message]:

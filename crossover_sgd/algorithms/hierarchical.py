@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 from crossover_sgd.algorithms.crossover import CrossoverSGD
+from crossover_sgd.algorithms.gossip import SegmentRound
 from crossover_sgd.comm import CommStats, FlatParams, ring_allreduce_bytes
-from crossover_sgd.comm.p2p import Message, exchange
 from crossover_sgd.config import divides_world_error
 from crossover_sgd.errors import ConfigError, PeerError
 from topology import HierarchicalSchedule
@@ -88,25 +88,22 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.ensure_segments(optimizer)
-        sends: List[Message] = []
-        recvs: List[Message] = []
-        received = []
+        parts = []
         for transfer in self.schedule.inter_node_plan(self.round)[self.ctx.rank]:
             flat = self.flats[transfer.segment]
+            part = SegmentRound(flat)
             own = self.to_wire(flat.pack())
             for receiver in transfer.send_to:
-                sends += self.messages(receiver, transfer.segment, own)
+                part.sends += self.messages(receiver, transfer.segment, own)
             if transfer.recv_from != self.ctx.rank:
-                incoming = flat.scratch(self.wire_dtype)
-                recvs += self.messages(transfer.recv_from, transfer.segment, incoming)
-                received.append((flat, incoming))
+                part.incoming = flat.scratch(self.wire_dtype)
+                part.recvs = self.messages(transfer.recv_from, transfer.segment, part.incoming)
+            parts.append(part)
         before = (self.comm.bytes_sent, self.comm.bytes_recv, self.comm.seconds)
-        self.check_finite([m.tensor for m in sends])
-        exchange(sends, recvs, self.comm, what=f"inter-node crossover round {self.round}")
+        self.mix(self.post_round(parts, what=f"inter-node crossover round {self.round}"), parts)
         self.inter_comm.add(self.comm.bytes_sent - before[0], self.comm.bytes_recv - before[1],
                             self.comm.seconds - before[2])
         self.inter_comm.rounds += 1
-        self.average_received(received)
         self._reassemble()
         self.comm.rounds += 1
 
@@ -116,17 +113,13 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
             return
         with self.comm.timed():
             works = []
-            for flat, owner in zip(self.flats, self.owner_rank):
+            for flat, owner in zip(self.flats, self.owner_rank):  # received straight into the segment
+                works += [dist.broadcast(buf, owner, group=self.node_group, async_op=True) for buf in flat.pack()]
                 mine = owner == self.ctx.rank
-                buffers = list(flat.buffers.values()) if mine else flat.scratch()
-                works += [dist.broadcast(buf, owner, group=self.node_group, async_op=True) for buf in buffers]
-                nbytes = flat.nbytes
-                self.comm.add(nbytes if mine else 0, 0 if mine else nbytes)
+                self.comm.add(flat.nbytes if mine else 0, 0 if mine else flat.nbytes)
             self._wait(works, "intra-node reassembly")
             for flat, owner in zip(self.flats, self.owner_rank):
                 if owner != self.ctx.rank:
-                    for buf, got in zip(flat.buffers.values(), flat.scratch()):
-                        buf.copy_(got)
                     flat.unpack()
 
     def _wait(self, works, what: str) -> None:

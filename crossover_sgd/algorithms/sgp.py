@@ -16,7 +16,7 @@ averaging; the weights are kept anyway, as the algorithm defines them. The weigh
 in float64; with a half-precision ``--gossip-dtype`` the conservation of ``sum(x)`` holds only to
 that precision.
 
-**Overlap** (``--sgp-overlap``, OSGP): the round's messages are posted and the step returns at
+**Overlap** (``--gossip-overlap True``, alias ``--sgp-overlap``; OSGP): the round's messages are posted and the step returns at
 once; they travel while the next forward/backward computes and are added one step late. The
 shares kept and sent are split at posting time, so ``sum(x)`` and ``sum(w)`` (counting messages
 in flight) are still conserved; ``w`` dips below 1 while mass is in flight and ``z = x / w``
@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from crossover_sgd.algorithms.gossip import MAX_DTYPES, GossipAlgorithm
-from crossover_sgd.comm.p2p import Message, Pending, post
+from crossover_sgd.algorithms.gossip import MAX_DTYPES, GossipAlgorithm, SegmentRound
+from crossover_sgd.comm.p2p import Message, Pending
 from crossover_sgd.errors import ConfigError
 from topology import ExponentialGraph, num_powers_of_two_below
 
@@ -72,7 +72,7 @@ class SGP(GossipAlgorithm):
         if self.graph is not None:
             self._receive_in_flight()
             self._post_round()
-            if not self.config.sgp_overlap:
+            if not self.config.gossip_overlap:
                 self._receive_in_flight()
         self._write_debiased()
         self.comm.rounds += 1
@@ -84,7 +84,7 @@ class SGP(GossipAlgorithm):
             x.mul_(share)
         self.weight.mul_(share)
         outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
-        if self.config.sgp_overlap and outgoing[0] is self.numerators[0]:
+        if self.config.gossip_overlap and outgoing[0] is self.numerators[0]:
             outgoing = self._buffers("send", outgoing, copy=True)  # x changes while the messages travel
         outgoing_w = self._buffers("send_w", [self.weight.reshape(1)], copy=True)[0]
         sends: List[Message] = []
@@ -98,9 +98,9 @@ class SGP(GossipAlgorithm):
             w = self._buffers(f"recv_w{i}", [outgoing_w])[0]
             recvs += self.messages(peer, 0, bufs) + [Message(peer, w, _WEIGHT_TAG)]
             incoming.append((bufs, w))
-        self.check_finite(outgoing)
-        with self.comm.timed():
-            self.in_flight = (post(sends, recvs, what=f"SGP round {self.round}"), incoming)
+        (flat,) = self.flats
+        pending = self.post_round([SegmentRound(flat, sends, recvs)], what=f"SGP round {self.round}")
+        self.in_flight = (pending, incoming)
 
     def _buffers(self, key: str, like: List[torch.Tensor], copy: bool = False) -> List[torch.Tensor]:
         """Message buffers shaped like ``like``, allocated once and reused every round."""

@@ -16,7 +16,7 @@ __all__ = ["model_state_tensors", "broadcast_model", "average_tensors"]
 
 def model_state_tensors(model: nn.Module, buffers: bool = True) -> List[torch.Tensor]:
     """Parameters, then floating-point buffers (BatchNorm statistics), in a fixed order."""
-    tensors = [p.data for p in model.parameters()]
+    tensors: List[torch.Tensor] = list(model.parameters())
     if buffers:
         tensors += [b for b in model.buffers() if b.is_floating_point()]
     return tensors

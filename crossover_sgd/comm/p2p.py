@@ -1,7 +1,8 @@
 """Batched point-to-point exchange: all sends and receives of a round issued at once.
 
 Every message of a round goes out in one ``batch_isend_irecv`` (no per-segment barrier); the
-caller waits for all of them. A peer that died or stopped answering surfaces as a
+caller waits for all of them at once, or part by part to use what has arrived while the rest
+still travels. A peer that died or stopped answering surfaces as a
 :class:`~crossover_sgd.errors.PeerError` naming the peers of the failed round, raised within the
 process group's timeout.
 """
@@ -9,7 +10,7 @@ process group's timeout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from crossover_sgd.comm.stats import CommStats
 from crossover_sgd.errors import PeerError
 
-__all__ = ["Message", "Pending", "post", "exchange"]
+__all__ = ["Message", "Pending", "post"]
 
 
 @dataclass(frozen=True)
@@ -37,30 +38,32 @@ class Pending:
         self.peers = sorted({m.peer for m in self.sends} | {m.peer for m in self.recvs})
         ops = [dist.P2POp(dist.isend, m.tensor, m.peer, tag=m.tag) for m in self.sends]
         ops += [dist.P2POp(dist.irecv, m.tensor, m.peer, tag=m.tag) for m in self.recvs]
-        self.requests = dist.batch_isend_irecv(ops) if ops else []
+        requests = dist.batch_isend_irecv(ops) if ops else []
+        self._open: Dict[int, Tuple[Message, bool, Any]] = {  # id(message) -> (message, is_send, request)
+            id(m): (m, i < len(self.sends), r) for i, (m, r) in enumerate(zip(self.sends + self.recvs, requests))}
 
-    def wait(self, stats: CommStats) -> None:
-        """Wait for every message; add their bytes and the waiting time to ``stats``."""
+    def wait(self, stats: CommStats, messages: Optional[Iterable[Message]] = None) -> None:
+        """Wait for ``messages`` (default: every message not waited for yet); add their bytes and
+        the waiting time to ``stats``. Waiting for part of a round lets the caller use the parts
+        that have arrived while the rest still travels."""
+        keys = list(self._open) if messages is None else [id(m) for m in messages if id(m) in self._open]
+        sent = received = 0
         with stats.timed():
             try:
-                for request in self.requests:
+                for key in keys:
+                    message, is_send, request = self._open.pop(key)
                     request.wait()
+                    nbytes = message.tensor.numel() * message.tensor.element_size()
+                    sent, received = (sent + nbytes, received) if is_send else (sent, received + nbytes)
             except RuntimeError as exc:
                 text = str(exc).strip()
                 first = text.splitlines()[0] if text else type(exc).__name__
                 raise PeerError(f"{self.what} with peer rank(s) {self.peers} failed on rank {dist.get_rank()}: "
                                 f"a peer died or stopped answering ({first[:200]})") from exc
-        stats.add(sum(m.tensor.numel() * m.tensor.element_size() for m in self.sends),
-                  sum(m.tensor.numel() * m.tensor.element_size() for m in self.recvs))
+        stats.add(sent, received)
 
 
 def post(sends: Sequence[Message], recvs: Sequence[Message], what: str = "gossip") -> Pending:
     """Post every send and receive at once (one ``batch_isend_irecv``); wait later."""
     return Pending(sends, recvs, what)
 
-
-def exchange(sends: Sequence[Message], recvs: Sequence[Message], stats: CommStats, what: str = "gossip") -> None:
-    """Post every send and receive at once, wait for all, count bytes and seconds in ``stats``."""
-    with stats.timed():
-        pending = post(sends, recvs, what)
-    pending.wait(stats)

@@ -29,7 +29,8 @@ _STEM = ("conv1", "bn1", "relu", "maxpool")
 
 @dataclass
 class Segment:
-    """A named, contiguous group of a model's tensors."""
+    """A named, contiguous group of a model's tensors (the parameter and buffer objects
+    themselves, so that :class:`~crossover_sgd.comm.FlatParams` can move them into its buffers)."""
 
     name: str
     names: List[str] = field(default_factory=list)
@@ -49,7 +50,7 @@ def _key(name: str, chromosome: str) -> str:
 
 
 def _named_tensors(model: nn.Module, buffers: bool) -> List[Tuple[str, torch.Tensor]]:
-    named = [(n, p.data) for n, p in model.named_parameters()]
+    named = list(model.named_parameters())
     if buffers:
         named += [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
     return named
@@ -64,7 +65,7 @@ def split_model(model: nn.Module, chromosome: Optional[str] = None, num_segments
     """Segments of ``model`` by ``chromosome`` (coarse/fine) or into ``num_segments`` equal-byte parts."""
     if (chromosome is None) == (num_segments is None):
         raise ValueError("give exactly one of chromosome and num_segments")
-    params = [(n, p.data) for n, p in model.named_parameters()]
+    params = list(model.named_parameters())
     if chromosome is not None:
         if chromosome not in CHROMOSOMES:
             raise ConfigError(f"--chromosome {chromosome!r} is unknown: choose coarse or fine, or --segments N")

@@ -21,7 +21,7 @@ from crossover_sgd.runtime.process_group import init_distributed, logical_placem
 from crossover_sgd.training.models import build_model
 
 
-def run_variant(ctx, out: Path, name: str, rounds: int, options: dict) -> None:
+def run_variant(ctx, out: Path, name: str, rounds: int, options: dict, updates: bool = False) -> None:
     config = TrainConfig(seed=11, **options)
     torch.manual_seed(0)
     model = build_model("small_cnn", 10, 1, 8)
@@ -34,13 +34,19 @@ def run_variant(ctx, out: Path, name: str, rounds: int, options: dict) -> None:
             p.copy_(torch.randn(p.shape, generator=generator))
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    deltas = []  # with updates: a local change before each round, as an optimizer step would make
     for _ in range(rounds):
         algorithm.before_step(optimizer)
+        if updates:
+            deltas.append({n: torch.randn(p.shape, generator=generator) for n, p in model.named_parameters()})
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.add_(deltas[-1][n])
         algorithm.after_step(optimizer)
     algorithm.flush()
     state = {"initial": initial, "final": {n: p.detach().clone() for n, p in model.named_parameters()},
              "segments": [s.names for s in algorithm.segments], "comm": algorithm.comm.as_dict(),
-             "rounds": rounds}
+             "rounds": rounds, "deltas": deltas}
     if hasattr(algorithm, "inter_comm"):
         state["inter"] = algorithm.inter_comm.as_dict()
         state["owned_bytes"] = sum(s.nbytes for s, owner in zip(algorithm.segments, algorithm.owner_rank)
@@ -60,7 +66,7 @@ def main() -> None:
         for name, spec in variants.items():
             local_rank, local_size, node = logical_placement(info, spec["options"].get("gpu_per_node"))
             variant_ctx = replace(ctx, local_rank=local_rank, local_size=local_size, node_id=node)
-            run_variant(variant_ctx, out, name, spec["rounds"], spec["options"])
+            run_variant(variant_ctx, out, name, spec["rounds"], spec["options"], spec.get("updates", False))
     finally:
         shutdown()
 
