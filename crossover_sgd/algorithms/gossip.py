@@ -87,14 +87,14 @@ class GossipAlgorithm(Algorithm):
         dtype = self.wire_dtype
         return [b if dtype is None or not b.is_floating_point() else b.to(dtype) for b in buffers]
 
-    def post_round(self, parts: List["SegmentRound"], what: str) -> Pending:
+    def post_round(self, parts: List[SegmentRound], what: str) -> Pending:
         """Check what is sent, then post every message of the round at once."""
         sends = [m for part in parts for m in part.sends]
         self.check_finite([m.tensor for m in sends])
         with self.comm.timed():
             return post(sends, [m for part in parts for m in part.recvs], what=what)
 
-    def mix(self, pending: Pending, parts: List["SegmentRound"]) -> None:
+    def mix(self, pending: Pending, parts: List[SegmentRound]) -> None:
         """Average each segment with what its peer sent, segment by segment as the messages
         arrive (the segments still travelling overlap the averaging of those that arrived).
 
