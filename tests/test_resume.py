@@ -21,17 +21,23 @@ def final_params(out, rank):
     return torch.load(out / "checkpoints" / f"step{step:08d}" / f"rank{rank}.pt", weights_only=True)
 
 
-def test_stop_mid_epoch_and_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("algorithm", [
+    [],  # allreduce (DDP)
+    # gossip whose segments (parameters, BatchNorm statistics and momentum) live in flat buffers
+    ["--algorithm", "crossover", "--segments", "3", "--gossip-momentum", "True", "--gossip-buffers", "True"],
+], ids=["allreduce", "crossover-momentum-buffers"])
+def test_stop_mid_epoch_and_resume_equals_uninterrupted(tmp_path, algorithm):
+    args = [*ARGS, *algorithm]
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert cli(*ARGS, "--out", str(whole)).returncode == 0
+    assert cli(*args, "--out", str(whole)).returncode == 0
 
-    stopped = cli(*ARGS, "--out", str(split), "--stop-at-step", "30")  # 22 steps per epoch: mid-epoch 2
+    stopped = cli(*args, "--out", str(split), "--stop-at-step", "30")  # 22 steps per epoch: mid-epoch 2
     assert stopped.returncode == 0, stopped.stderr
     summary = json.loads((split / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["steps_done"] == 30
     assert len(read_metrics(split / "metrics_rank0.csv")) == 1
 
-    resumed = cli(*ARGS, "--out", str(split), "--resume")
+    resumed = cli(*args, "--out", str(split), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((split / "summary.json").read_text())["status"] == "finished"
 
