@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import sys
 from pathlib import Path
@@ -185,6 +186,42 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
     return result
 
 
+def plot_round_times(result: Dict[str, Any], path: Path) -> Path:
+    """Milliseconds per round against the number of ranks, one panel per model: every case, and
+    the raw exchange of the same bytes (dashed, the physical limit here)."""
+    from crossover_sgd.atomic import atomic_write
+    from crossover_sgd.plotting import pyplot
+
+    plt = pyplot()
+    rows = [r for r in result["rows"] if "seconds" in r]
+    models = sorted({r["model"] for r in rows}, key=result["settings"]["models"].index)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        for case in [c for c in result["settings"]["cases"] if any(r["case"] == c for r in mine)]:
+            points = sorted((r["nproc"], r["seconds"] * 1e3) for r in mine if r["case"] == case)
+            ax.plot(*zip(*points), marker="o", label=case)
+        raw = {}
+        for r in mine:  # one raw exchange per (case, n): its median over the cases of that n
+            raw.setdefault(r["nproc"], []).append(r["raw_seconds"] * 1e3)
+        ns = sorted(raw)
+        ax.plot(ns, [sorted(raw[n])[len(raw[n]) // 2] for n in ns], "k--", label="raw exchange (same bytes)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_yscale("log")
+        ax.set_xlabel("processes (Gloo ranks)")
+        ax.set_ylabel("time per round (ms, median of the slowest rank)")
+        ax.set_title(f"{model}: communication per round")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    machine = result["machine"]
+    fig.suptitle(f"benchmarks/comm.py on {machine['cpu_count']} CPUs, torch {machine['torch']}", fontsize="small")
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
 def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
     parser = common.base_parser(__doc__)
     parser.add_argument("--nprocs", type=int, nargs="+", default=[2, 4],
@@ -193,14 +230,31 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
                         choices=sorted(common.MODEL_SHAPES), help="parameter sets")
     parser.add_argument("--cases", nargs="+", default=list(ALGORITHM_CASES), choices=ALGORITHM_CASES,
                         help="algorithm settings")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw time per round vs processes (PNG)")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="measure nothing: draw --plot from the JSON of an earlier run")
     parser.set_defaults(warmup=1, repeats=3)
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if args.plot is None:
+            parser.error("--from-json needs --plot PNG")
+        try:
+            result = json.loads(args.from_json.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--from-json {args.from_json}: cannot read it as JSON ({exc})")
+        if result.get("benchmark") != "comm":
+            parser.error(f"--from-json {args.from_json}: not a result of benchmarks/comm.py")
+        print(f"wrote {plot_round_times(result, args.plot)}")
+        return result
     common.check_counts(parser, args)
     if args.quick:
         args.nprocs, args.models, args.warmup, args.repeats = [2], ["small_cnn"], 1, 2
     if any(n < 2 for n in args.nprocs):
         parser.error("--nprocs: communication needs 2 or more ranks")
-    return common.run_or_launch(Path(__file__).resolve(), args, run_rank, _rank_argv(args), report)
+    result = common.run_or_launch(Path(__file__).resolve(), args, run_rank, _rank_argv(args), report)
+    if result is not None and args.plot is not None:
+        print(f"wrote {plot_round_times(result, args.plot)}")
+    return result
 
 
 def _rank_argv(args: argparse.Namespace) -> List[str]:

@@ -15,9 +15,13 @@ from support import ROOT, run
 pytestmark = pytest.mark.slow
 
 
-def run_benchmark(name: str, tmp_path: Path) -> dict:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_benchmark(name: str, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / f"{name}.json"
-    result = run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--json", str(out)], timeout=240)
+    result = run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--json", str(out), *extra],
+                 timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     data = json.loads(out.read_text())
@@ -33,7 +37,16 @@ def measured(rows: list) -> list:
 
 
 def test_comm_quick(tmp_path):
-    data = run_benchmark("comm", tmp_path)
+    data = run_benchmark("comm", tmp_path, "--plot", str(tmp_path / "comm.png"))
+    assert (tmp_path / "comm.png").read_bytes().startswith(PNG_SIGNATURE)
+    again = run([sys.executable, str(ROOT / "benchmarks" / "comm.py"), "--from-json", str(tmp_path / "comm.json"),
+                 "--plot", str(tmp_path / "again.png")], timeout=120)  # redrawn without measuring
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "again.png").read_bytes().startswith(PNG_SIGNATURE)
+    bad = run([sys.executable, str(ROOT / "benchmarks" / "comm.py"), "--from-json", str(tmp_path / "missing.json"),
+               "--plot", str(tmp_path / "bad.png")], timeout=120)
+    assert bad.returncode == 2 and "missing.json" in bad.stderr.splitlines()[-1]
+    assert not (tmp_path / "bad.png").exists()
     rows = measured(data["rows"])
     assert {r["case"] for r in rows} == {"allreduce-param", "sgp-1peer", "crossover-coarse", "crossover-fine"}
     skipped = {r["case"] for r in data["rows"] if "skipped" in r}
