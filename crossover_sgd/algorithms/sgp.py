@@ -57,7 +57,7 @@ class SGP(GossipAlgorithm):
         self.weight = torch.ones((), dtype=torch.float64, device=self.ctx.device)
         self.numerators: List[torch.Tensor] = []
         self.in_flight: Optional[Tuple[Pending, List[Tuple[List[torch.Tensor], torch.Tensor]]]] = None
-        self._scratch: Dict[str, List[torch.Tensor]] = {}
+        self._weight_buffers: Dict[str, torch.Tensor] = {}
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -83,10 +83,14 @@ class SGP(GossipAlgorithm):
         for x in self.numerators:
             x.mul_(share)
         self.weight.mul_(share)
+        (flat,) = self.flats
         outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
         if self.config.gossip_overlap and outgoing[0] is self.numerators[0]:
-            outgoing = self._buffers("send", outgoing, copy=True)  # x changes while the messages travel
-        outgoing_w = self._buffers("send_w", [self.weight.reshape(1)], copy=True)[0]
+            sent = flat.scratch(slot="sent")  # x changes while the messages travel: send a copy
+            torch._foreach_copy_(sent, outgoing)
+            outgoing = sent
+        outgoing_w = self._weight_buffer("sent")
+        outgoing_w.copy_(self.weight.reshape(1))
         sends: List[Message] = []
         recvs: List[Message] = []
         incoming = []
@@ -94,23 +98,17 @@ class SGP(GossipAlgorithm):
         for peer in self.graph.out_peers(rank, self.round):
             sends += self.messages(peer, 0, outgoing) + [Message(peer, outgoing_w, _WEIGHT_TAG)]
         for i, peer in enumerate(self.graph.in_peers(rank, self.round)):
-            bufs = self._buffers(f"recv{i}", outgoing)
-            w = self._buffers(f"recv_w{i}", [outgoing_w])[0]
+            bufs, w = flat.scratch(self.wire_dtype, slot=f"recv{i}"), self._weight_buffer(f"recv{i}")
             recvs += self.messages(peer, 0, bufs) + [Message(peer, w, _WEIGHT_TAG)]
             incoming.append((bufs, w))
-        (flat,) = self.flats
         pending = self.post_round([SegmentRound(flat, sends, recvs)], what=f"SGP round {self.round}")
         self.in_flight = (pending, incoming)
 
-    def _buffers(self, key: str, like: List[torch.Tensor], copy: bool = False) -> List[torch.Tensor]:
-        """Message buffers shaped like ``like``, allocated once and reused every round."""
-        buffers = self._scratch.get(key)
-        if buffers is None:
-            buffers = self._scratch[key] = [torch.empty_like(t) for t in like]
-        if copy:
-            for buf, src in zip(buffers, like):
-                buf.copy_(src)
-        return buffers
+    def _weight_buffer(self, slot: str) -> torch.Tensor:
+        """A one-element float64 message buffer for the weight, allocated once per ``slot``."""
+        if slot not in self._weight_buffers:
+            self._weight_buffers[slot] = torch.empty(1, dtype=torch.float64, device=self.ctx.device)
+        return self._weight_buffers[slot]
 
     def _receive_in_flight(self) -> None:
         """Wait for the posted round and add what arrived to (x, w)."""
