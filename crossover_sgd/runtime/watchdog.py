@@ -27,15 +27,24 @@ _PREFIX = "crossover_sgd/hb/"
 _FAILED = "crossover_sgd/failed/"
 
 
+def _connect(host: str, port: int, connect_timeout: float, op_timeout: float) -> dist.TCPStore:
+    store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=connect_timeout),
+                          wait_for_workers=False)
+    store.set_timeout(timedelta(seconds=op_timeout))
+    return store
+
+
 class Heartbeat:
     """A heartbeat thread for this rank, and the diagnosis of lost peers."""
 
-    def __init__(self, host: str, port: int, rank: int, world_size: int, interval: float = 0.5):
+    def __init__(self, host: str, port: int, rank: int, world_size: int, interval: float = 0.5,
+                 connect_timeout: float = 60.0, op_timeout: float = 10.0):
+        """Connect to the rendezvous store (waiting up to ``connect_timeout`` seconds: with many
+        ranks starting at once on few cores, the store's host may answer slowly); store
+        operations then time out after ``op_timeout`` seconds, so a diagnosis is quick."""
         self.rank, self.world_size, self.interval = rank, world_size, interval
-        self._store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=10),
-                                    wait_for_workers=False)
-        self._beat_store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=10),
-                                         wait_for_workers=False)
+        self._store = _connect(host, port, connect_timeout, op_timeout)
+        self._beat_store = _connect(host, port, connect_timeout, op_timeout)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossover-sgd-heartbeat", daemon=True)
 

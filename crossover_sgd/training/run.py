@@ -97,10 +97,17 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
 
 
 def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:
-    """A heartbeat in the rendezvous store (multi-rank runs only)."""
+    """A heartbeat in the rendezvous store (multi-rank runs only). It only serves the diagnosis of
+    a lost peer: if it cannot connect within the process-group timeout, the run goes on without."""
     if ctx.world_size == 1:
         return None
-    return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size).start()
+    try:
+        return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
+                         connect_timeout=ctx.timeout_s).start()
+    except (dist.DistError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        log.warning("rank %d: no heartbeat (a lost peer will not be named): %s", ctx.rank, first)
+        return None
 
 
 def is_communication_failure(exc: BaseException) -> bool:
