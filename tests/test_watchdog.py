@@ -5,15 +5,22 @@ exception")."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
+import threading
 import time
 from datetime import timedelta
 
+import pytest
+import torch
 import torch.distributed as dist
 
 from support import run
+from crossover_sgd.runtime.launch import free_port
+from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.runtime.watchdog import Heartbeat
+from crossover_sgd.training.run import start_heartbeat
 
 
 def _master(port: int = 0) -> dist.TCPStore:
@@ -54,3 +61,28 @@ def test_process_exits_cleanly_after_close_while_beating_fast():
         result = run([sys.executable, "-c", SCRIPT], timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "terminate called" not in result.stderr
+
+
+def test_heartbeat_waits_for_a_slow_store_and_then_uses_short_operation_timeouts():
+    port = free_port()
+    servers = []
+    late = threading.Timer(1.5, lambda: servers.append(_master(port)))  # the store's host is slow to answer
+    late.start()
+    try:
+        beat = Heartbeat("127.0.0.1", port, rank=0, world_size=1, connect_timeout=30.0, op_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(dist.DistError):
+            beat._store.get("crossover_sgd/never-set")  # an operation gives up after op_timeout, not 30 s
+        assert time.monotonic() - started < 10
+    finally:
+        late.join()
+
+
+def test_a_run_goes_on_without_heartbeat_when_the_store_cannot_be_reached(monkeypatch, caplog):
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))  # nothing listens there
+    ctx = DistContext(rank=1, world_size=2, local_rank=1, local_size=2, node_id=0, device=torch.device("cpu"),
+                      backend="gloo", launcher="local", timeout_s=1.0)
+    with caplog.at_level(logging.WARNING):
+        assert start_heartbeat(ctx) is None
+    assert "rank 1: no heartbeat" in caplog.text
