@@ -11,5 +11,6 @@ import sys
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from a checkout, too
     from crossover_sgd.legacy import main
+    from crossover_sgd.runtime.exit import exit_process
 
-    raise SystemExit(main(script=os.path.abspath(__file__)))
+    exit_process(main(script=os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """``python -m crossover_sgd`` is the ``crossover-sgd`` console script."""
 
-from crossover_sgd.cli import main
+from crossover_sgd.cli import console_main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

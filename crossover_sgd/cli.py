@@ -215,8 +215,16 @@ def _launch_info(args: argparse.Namespace, command: List[str]) -> int:
     return execute(args, launch_report, command)
 
 
+def console_main() -> None:
+    """The ``crossover-sgd`` console script and ``python -m crossover_sgd``: :func:`main`, then
+    exit (at once after a distributed run: see :mod:`crossover_sgd.runtime.exit`)."""
+    from crossover_sgd.runtime.exit import exit_process
+
+    exit_process(main())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``crossover-sgd`` console script."""
+    """Parse ``argv`` and run the command; return the exit code (callable in-process)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
     args = build_parser().parse_args(argv)

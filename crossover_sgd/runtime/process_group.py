@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from crossover_sgd.config import divides_world_error
 from crossover_sgd.errors import ConfigError
+from crossover_sgd.runtime.exit import mark_distributed
 from crossover_sgd.runtime.launch import LaunchInfo, resolve_rendezvous
 
 __all__ = ["DistContext", "select_device", "select_backend", "init_distributed", "shutdown"]
@@ -86,6 +87,7 @@ def init_distributed(info: LaunchInfo, *, device: torch.device, backend: str, ti
                      gpu_per_node: Optional[int] = None) -> DistContext:
     """Create the default process group (a one-rank group for a single process)."""
     local_rank, local_size, node_id = logical_placement(info, gpu_per_node)
+    mark_distributed()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = timedelta(seconds=timeout_s)
