@@ -189,8 +189,7 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
 def plot_round_times(result: Dict[str, Any], path: Path) -> Path:
     """Milliseconds per round against the number of ranks, one panel per model: every case, and
     the raw exchange of the same bytes (dashed, the physical limit here)."""
-    from crossover_sgd.atomic import atomic_write
-    from crossover_sgd.plotting import pyplot
+    from crossover_sgd.plotting import pyplot, save_figure
 
     plt = pyplot()
     rows = [r for r in result["rows"] if "seconds" in r]
@@ -216,10 +215,7 @@ def plot_round_times(result: Dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize="small")
     machine = result["machine"]
     fig.suptitle(f"benchmarks/comm.py on {machine['cpu_count']} CPUs, torch {machine['torch']}", fontsize="small")
-    fig.tight_layout()
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def main(argv: List[str] | None = None) -> Dict[str, Any] | None:

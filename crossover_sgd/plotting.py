@@ -45,6 +45,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as a PNG atomically (no half-written file), close it."""
+    from crossover_sgd.atomic import atomic_write
+
+    fig.tight_layout()
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
+    pyplot().close(fig)
+    return Path(path)
+
+
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class RunMetrics:
@@ -164,11 +174,7 @@ def plot_runs(paths: Sequence[Path], out: Path, quantities: Sequence[Quantity] =
             ax.legend(fontsize=7, loc="best")
         if notes:
             ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="bottom", color="0.35")
-        fig.tight_layout()
-        path = out / f"{quantity.name}.png"
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out / f"{quantity.name}.png", dpi))
     return written
 
 

@@ -50,8 +50,8 @@ class FlatParams:
             offset, buffer = 0, self.buffers[dtype]
             for tensor in group:
                 adopt = share_storage and _dense(tensor)
-                region = buffer.as_strided(tensor.size(), tensor.stride() if adopt else tensor.contiguous().stride(),
-                                           buffer.storage_offset() + offset)
+                region = (buffer.as_strided(tensor.size(), tensor.stride(), buffer.storage_offset() + offset) if adopt
+                          else buffer[offset:offset + tensor.numel()].view(tensor.shape))
                 self._regions.append((tensor, region, adopt))
                 offset += tensor.numel()
         copied = [(tensor, region) for tensor, region, adopt in self._regions if not adopt]

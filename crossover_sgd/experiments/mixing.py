@@ -163,7 +163,7 @@ def markdown(results: List[MixingResult], names: Sequence[str], sizes: Sequence[
 
 
 def plot(results: List[MixingResult], names: Sequence[str], out: Path, plot_n: int) -> List[Path]:
-    from crossover_sgd.plotting import pyplot
+    from crossover_sgd.plotting import pyplot, save_figure
 
     plt = pyplot()
     written = []
@@ -179,10 +179,7 @@ def plot(results: List[MixingResult], names: Sequence[str], out: Path, plot_n: i
     ax.set_ylabel("consensus error (relative mean squared distance to the average)", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "mixing_error_vs_rounds.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(save_figure(fig, out / "mixing_error_vs_rounds.png"))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for index, name in enumerate(names):
@@ -196,10 +193,7 @@ def plot(results: List[MixingResult], names: Sequence[str], out: Path, plot_n: i
     ax.set_ylabel("spectral gap 1 - rho (dimensionless)", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "mixing_gap_vs_n.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(save_figure(fig, out / "mixing_gap_vs_n.png"))
     return written
 
 

@@ -328,7 +328,7 @@ def markdown(rows: List[Dict[str, Any]], variants: Sequence[Variant], settings: 
 def plot(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], variants: Sequence[Variant], out: Path,
          batch_size: int, batch_world: Optional[int], batch_sizes: Sequence[int]) -> List[Path]:
     """Accuracy vs processes, accuracy vs global batch, consensus distance per epoch."""
-    from crossover_sgd.plotting import pyplot
+    from crossover_sgd.plotting import pyplot, save_figure
 
     plt = pyplot()
     names = [v.name for v in variants]
@@ -354,10 +354,7 @@ def plot(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], variants: Se
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        written.append(out / filename)
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
+        written.append(save_figure(fig, out / filename))
 
     errorbar_figure("scalability_acc_vs_procs.png", lambda r: r["batch_size"] == batch_size, lambda r: r["world_size"],
                     "processes (log2 scale)",
@@ -389,10 +386,7 @@ def plot(records: List[Dict[str, Any]], rows: List[Dict[str, Any]], variants: Se
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "scalability_consensus_distance.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(save_figure(fig, out / "scalability_consensus_distance.png"))
     return written
 
 
