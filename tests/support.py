@@ -10,7 +10,22 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """True on a CI machine: ``CI`` is set to anything but empty, 0, false or no (``.ci/run`` sets it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test whose component cannot exist on this machine; under CI fail instead, so a
+    broken CI machine never hides real-launcher tests behind skips."""
+    if in_ci():
+        pytest.fail(f"CI is set, so this is a failure, not a skip: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import child_env, cli, kill_marked, marked_processes, read_metrics, run
+from support import child_env, cli, kill_marked, marked_processes, read_metrics, run, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,20 @@ def _mpiexec() -> Optional[str]:
 
 
 MPIEXEC = _mpiexec()
-needs_mpiexec = pytest.mark.skipif(
-    MPIEXEC is None,
-    reason="no mpiexec: install the test extra (pip install -e '.[test]' brings the mpich wheel)")
-needs_proc = pytest.mark.skipif(not (PROC / "self" / "environ").exists(),
-                                reason="needs /proc to find the launcher's child processes")
+
+
+@pytest.fixture
+def needs_mpiexec() -> None:
+    """MPICH's mpiexec must exist (skip with the reason here; a failure under CI)."""
+    if MPIEXEC is None:
+        unavailable("no mpiexec: install the test extra (pip install -e '.[test]' brings the mpich wheel)")
+
+
+@pytest.fixture
+def needs_proc() -> None:
+    """/proc must list the launcher's child processes and their environments."""
+    if not (PROC / "self" / "environ").exists():
+        unavailable("needs /proc to find the launcher's child processes")
 
 
 def cpu_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -109,7 +118,7 @@ def test_torchrun(tmp_path):
     assert_one_rendezvous(table)
 
 
-@needs_mpiexec
+@pytest.mark.usefixtures("needs_mpiexec")
 def test_mpiexec(tmp_path):
     out = tmp_path / "table.json"
     table = launch_table([MPIEXEC, "-n", "4", sys.executable, "-m", "crossover_sgd", "launch-info",
@@ -151,7 +160,7 @@ def test_training_under_torchrun(tmp_path):
     check_two_rank_training(out, "torchrun")
 
 
-@needs_mpiexec
+@pytest.mark.usefixtures("needs_mpiexec")
 def test_training_under_mpiexec(tmp_path):
     out = tmp_path / "run"
     result = run([MPIEXEC, "-n", "2", sys.executable, "-m", "crossover_sgd", "train", "--epochs", "2",
@@ -166,7 +175,7 @@ def test_training_under_mpiexec(tmp_path):
 
 
 
-@needs_proc
+@pytest.mark.usefixtures("needs_proc")
 def test_local_launcher_stops_the_other_ranks_when_one_dies():
     """Rank 1 is killed while rank 0 waits for it at the rendezvous (a wait of up to 120 s):
     the launcher must stop rank 0, report rank 1's death and exit 128 + 9, leaving no process."""
@@ -197,7 +206,7 @@ def test_local_launcher_stops_the_other_ranks_when_one_dies():
     assert left == {}
 
 
-@needs_proc
+@pytest.mark.usefixtures("needs_proc")
 def test_local_launcher_exits_non_zero_when_every_rank_fails():
     """``--backend nccl`` on a CPU-only run: every rank refuses it (one line each, exit 2)."""
     marker = uuid.uuid4().hex

@@ -2,7 +2,7 @@
 
 Each component is installed by the project's own scripts when missing (``scripts/ci/``); a test
 whose component cannot exist on this machine skips with the reason, and fails instead when ``CI``
-is set (see :func:`hpc_cluster.unavailable`).
+is set (see :func:`support.unavailable`).
 """
 
 from __future__ import annotations

@@ -21,21 +21,13 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from support import ROOT, child_env
+from support import ROOT, child_env, unavailable  # noqa: F401 (re-exported)
 
 INSTALL_SLURM = ROOT / "scripts" / "ci" / "install-slurm.sh"
 SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "squeue", "scontrol", "scancel")
 #: Job states after which a job will not run again by itself.
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                 "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-
-
-def unavailable(reason: str) -> None:
-    """Skip a test whose component cannot exist here; under CI (``CI`` set) fail instead, so a
-    broken CI machine never hides these tests behind skips."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set, so this is a failure, not a skip: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -228,6 +220,18 @@ class SlurmCluster:
         for item in re.findall(r"(\S+?)=(\S*)", result.stdout):
             fields.setdefault(item[0], item[1])
         return fields
+
+    def wait_left_queue(self, job_id: str, timeout: float) -> Dict[str, str]:
+        """Wait until ``squeue`` no longer lists ``job_id`` (pending, running or completing), then
+        return its final ``scontrol show job`` (kept for MinJobAge)."""
+        def gone():
+            result = self.run("squeue", "-h", "-o", "%i", timeout=10, check=False)
+            return result.returncode == 0 and job_id not in result.stdout.split()
+        try:
+            wait_for(gone, timeout, f"job {job_id} to leave the queue", interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; now: {self.job(job_id)}\n{self.logs()}") from None
+        return self.job(job_id)
 
     def wait_job(self, job_id: str, timeout: float, states: Sequence[str] = tuple(FINAL_STATES)) -> Dict[str, str]:
         """Wait until ``job_id`` reaches one of ``states``; return its ``scontrol show job``."""

@@ -16,13 +16,12 @@ from typing import Dict, List
 
 import pytest
 
-from hpc_cluster import unavailable
-from support import ROOT
+from support import ROOT, unavailable
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # pragma: no cover
-    tomllib = pytest.importorskip("tomli")
+else:  # pragma: no cover (the test extra installs tomli on Python < 3.11)
+    import tomli as tomllib
 
 pytestmark = pytest.mark.slow
 

@@ -130,11 +130,27 @@ srun --ntasks=2 bash -c '{sys.executable} {detect} {tmp_path}/step$SLURM_PROCID.
 
 @pytest.fixture(scope="module")
 def srun_run(slurm, tmp_path_factory) -> Path:
-    """``srun -n 4 crossover-sgd train --algorithm crossover``: also the uninterrupted reference
-    of the warned batch job below (the same training, which train.sbatch runs under srun)."""
+    """``srun -n 4 crossover-sgd train --algorithm crossover``, straight from the command line."""
     out = tmp_path_factory.mktemp("srun") / "run"
     slurm.run("srun", "-n", "4", sys.executable, "-m", "crossover_sgd", "train", "--algorithm", "crossover",
               "--epochs", EPOCHS, "--out", str(out), timeout=JOB_TIMEOUT)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sbatch_run(slurm, tmp_path_factory) -> Path:
+    """The project's CPU test job (cpu-test.sh: train.sbatch with CPU/Gloo values) submitted with
+    sbatch and left alone: the uninterrupted reference of the warned job below. Waited for with
+    squeue (until it leaves the queue), then judged by scontrol's final record."""
+    root = tmp_path_factory.mktemp("sbatch")
+    out, log_path = root / "run", root / "job.out"
+    job = submit(slurm, CPU_TEST_JOB, "--epochs", EPOCHS,
+                 env={"OUT": str(out), "SBATCH_OUTPUT": str(log_path), "PYTHON": sys.executable})
+    info = slurm.wait_left_queue(job, timeout=JOB_TIMEOUT)
+    log = log_path.read_text()
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "0"), log
+    assert (info["NumNodes"], info["NumTasks"]) == ("1", "4")  # what the script asked sbatch for
+    assert "training exited with code 0, status finished" in log, log
     return out
 
 
@@ -144,13 +160,51 @@ def test_srun_trains_crossover_on_four_ranks(srun_run):
     assert float(rows[0][0]["consensus_distance"]) > 0  # gossip: the replicas did differ
 
 
-def test_cpu_test_job_is_warned_requeued_and_resumes_to_the_uninterrupted_result(slurm, tmp_path, srun_run):
+def test_cpu_test_job_under_sbatch_trains_like_srun(sbatch_run, srun_run):
+    """The job script runs the same training as a plain srun: every rank's metrics are equal."""
+    check_training(sbatch_run, 4, "slurm")
+    assert json.loads((sbatch_run / "summary.json").read_text())["config"]["algorithm"] == "crossover"
+    assert_same_metrics(sbatch_run, srun_run)
+
+
+def assert_same_metrics(got_dir: Path, expected_dir: Path, world: int = 4) -> None:
+    """Every rank's metrics rows are equal, timings aside."""
+    for rank in range(world):
+        expected = read_metrics(expected_dir / f"metrics_rank{rank}.csv")
+        got = read_metrics(got_dir / f"metrics_rank{rank}.csv")
+        assert len(got) == len(expected) == int(EPOCHS)
+        for row_got, row_expected in zip(got, expected):
+            for column in row_expected.keys() - IGNORED:
+                assert row_got[column] == row_expected[column], (rank, column, row_got, row_expected)
+
+
+def test_cpu_test_job_with_mpiexec_inside_the_allocation(slurm, tmp_path, mpich_mpiexec):
+    """LAUNCH=mpiexec: the MPI variant of the job script, for real under Slurm (MPICH's Hydra
+    starts its proxy through srun inside the allocation); ranks are detected as MPICH ranks and
+    meet at the address the script exported."""
+    out, log_path = tmp_path / "run", tmp_path / "job.out"
+    path = os.pathsep.join([str(Path(mpich_mpiexec).parent), os.environ.get("PATH", "")])
+    job = submit(slurm, CPU_TEST_JOB, "--epochs", "5",
+                 env={"OUT": str(out), "SBATCH_OUTPUT": str(log_path), "LAUNCH": "mpiexec",
+                      "ALGORITHM": "sgp", "PYTHON": sys.executable, "PATH": path})
+    info = slurm.wait_left_queue(job, timeout=JOB_TIMEOUT)
+    log = log_path.read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert re.search(r"mpiexec -n 4 -ppn 4 .* train --algorithm sgp", log), log
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["launcher"], summary["world_size"]) == ("finished", "mpich", 4)
+    assert all(acc >= 0.90 for acc in summary["final_val_acc"]), summary["final_val_acc"]
+    assert all((out / f"metrics_rank{r}.csv").exists() for r in range(4))
+
+
+def test_cpu_test_job_is_warned_requeued_and_resumes_to_the_uninterrupted_result(slurm, tmp_path, sbatch_run):
     """``scancel --signal=USR1 --batch`` is what ``#SBATCH --signal=B:USR1@300`` does before the
     time limit: the batch shell forwards it through srun, every rank stops after the same step and
     checkpoints, the shell requeues the job, and the requeued job resumes and finishes with the
-    same metrics (timings aside) as the uninterrupted srun run of the same training."""
+    same metrics (timings aside) as the uninterrupted run of the same job script."""
     out, log_path = tmp_path / "run", tmp_path / "job.out"
-    job = submit(slurm, CPU_TEST_JOB, "--epochs", EPOCHS, env={"OUT": str(out), "SBATCH_OUTPUT": str(log_path)})
+    job = submit(slurm, CPU_TEST_JOB, "--epochs", EPOCHS,
+                 env={"OUT": str(out), "SBATCH_OUTPUT": str(log_path), "PYTHON": sys.executable})
     wait_for_first_epoch(slurm, job, out, log_path)
     slurm.run("scancel", "--signal=USR1", "--batch", job)
     info = slurm.wait_job(job, timeout=360)  # two starts and the requeue; pytest-timeout is 600
@@ -167,7 +221,7 @@ def test_cpu_test_job_is_warned_requeued_and_resumes_to_the_uninterrupted_result
     train_log = (out / "train.log").read_text()
     stops = re.findall(r"stopping at step (\d+) on a preemption signal", train_log)
     assert len(stops) == 1, train_log
-    total = json.loads((srun_run / "summary.json").read_text())["steps_done"]
+    total = json.loads((sbatch_run / "summary.json").read_text())["steps_done"]
     assert 0 < int(stops[0]) < total, (stops, total)
 
     # the second segment: resumed from that step and finished exactly like the uninterrupted run
@@ -176,13 +230,7 @@ def test_cpu_test_job_is_warned_requeued_and_resumes_to_the_uninterrupted_result
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_done"] == total and summary["config"]["tag"] == job
     check_training(out, 4, "slurm")
-    for rank in range(4):
-        expected = read_metrics(srun_run / f"metrics_rank{rank}.csv")
-        got = read_metrics(out / f"metrics_rank{rank}.csv")
-        assert len(got) == len(expected) == int(EPOCHS)
-        for row_got, row_expected in zip(got, expected):
-            for column in row_expected.keys() - IGNORED:
-                assert row_got[column] == row_expected[column], (rank, column, row_got, row_expected)
+    assert_same_metrics(out, sbatch_run)
 
 
 def test_local_launch_in_the_batch_shell_stops_every_rank_when_one_is_signalled(slurm, tmp_path):
