@@ -197,6 +197,26 @@ def test_cpu_test_job_with_mpiexec_inside_the_allocation(slurm, tmp_path, mpich_
     assert all((out / f"metrics_rank{r}.csv").exists() for r in range(4))
 
 
+def test_cpu_test_job_with_open_mpi_mpirun_inside_the_allocation(slurm, tmp_path, openmpi):
+    """LAUNCH=mpirun: the ``mpirun -npernode`` line of the job script with Open MPI 5 for real
+    under Slurm (PRRTE reads the allocation), here with hierarchical crossover over two logical
+    nodes of two ranks (``--gpu_per_node 2`` appended to the training flags)."""
+    out, log_path = tmp_path / "run", tmp_path / "job.out"
+    path = os.pathsep.join([str(openmpi / "bin"), os.environ.get("PATH", "")])
+    job = submit(slurm, CPU_TEST_JOB, "--epochs", "6", "--gpu_per_node", "2",
+                 env={"OUT": str(out), "SBATCH_OUTPUT": str(log_path), "LAUNCH": "mpirun",
+                      "ALGORITHM": "hierarchical-crossover", "PYTHON": sys.executable, "PATH": path,
+                      "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
+    info = slurm.wait_left_queue(job, timeout=JOB_TIMEOUT)
+    log = log_path.read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert re.search(r"mpirun -np 4 -npernode 4 --bind-to none .* train --algorithm hierarchical-crossover", log), log
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["status"], summary["launcher"], summary["world_size"]) == ("finished", "openmpi", 4)
+    assert (summary["local_size"], summary["config"]["algorithm"]) == (2, "hierarchical-crossover")
+    assert all(acc >= 0.90 for acc in summary["final_val_acc"]), summary["final_val_acc"]
+
+
 def test_cpu_test_job_is_warned_requeued_and_resumes_to_the_uninterrupted_result(slurm, tmp_path, sbatch_run):
     """``scancel --signal=USR1 --batch`` is what ``#SBATCH --signal=B:USR1@300`` does before the
     time limit: the batch shell forwards it through srun, every rank stops after the same step and
