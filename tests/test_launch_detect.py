@@ -12,7 +12,7 @@ import torch
 
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.launch import DEFAULT_PORT, LaunchInfo, detect_launch, resolve_rendezvous
-from crossover_sgd.runtime.process_group import logical_placement, select_backend, select_device
+from crossover_sgd.runtime.process_group import gpu_index, logical_placement, select_backend, select_device
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,8 +391,26 @@ def test_select_device():
     with pytest.raises(ConfigError, match="is not one of: auto, cpu, cuda"):
         select_device(info, "tpu")
     if torch.cuda.is_available():
-        assert select_device(info, "auto") == torch.device("cuda", 1 % torch.cuda.device_count())
+        assert select_device(info, "auto") == torch.device("cuda", gpu_index(1, 2, torch.cuda.device_count()))
     else:
         assert select_device(info, "auto") == torch.device("cpu")
         with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
             select_device(info, "cuda")
+
+
+@pytest.mark.parametrize("local_rank, local_size, visible, expected", [
+    (0, 4, 4, 0), (3, 4, 4, 3),  # every GPU of the node visible: local rank r takes cuda:r
+    (3, 4, 1, 0), (0, 1, 1, 0),  # one GPU per task (srun --gpus-per-task=1): always cuda:0
+    (1, 2, 8, 1),                # more GPUs than ranks: the first ones
+])
+def test_gpu_index_follows_the_local_rank_among_visible_gpus(local_rank, local_size, visible, expected):
+    assert gpu_index(local_rank, local_size, visible) == expected
+
+
+def test_two_ranks_on_one_gpu_are_refused(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(ConfigError, match=r"local rank 2 of 4 needs its own GPU, but this process sees only 2 "
+                                          r"\(CUDA_VISIBLE_DEVICES=0,1\)"):
+        gpu_index(2, 4, 2)
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        gpu_index(0, 1, 0)

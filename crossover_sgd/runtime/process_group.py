@@ -16,7 +16,7 @@ from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.exit import mark_distributed
 from crossover_sgd.runtime.launch import LaunchInfo, resolve_rendezvous
 
-__all__ = ["DistContext", "select_device", "select_backend", "init_distributed", "shutdown"]
+__all__ = ["DistContext", "select_device", "gpu_index", "select_backend", "init_distributed", "shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +49,35 @@ class DistContext:
 
 
 def select_device(info: LaunchInfo, requested: str = "auto") -> torch.device:
-    """One GPU per process, chosen by the launcher's local rank among the visible GPUs.
-
-    ``CUDA_VISIBLE_DEVICES`` is honoured because torch only sees the listed GPUs: with one
-    visible GPU per task (``srun --gpus-per-task=1``) every rank takes ``cuda:0``.
-    """
+    """One GPU per process, chosen by the launcher's local rank among the visible GPUs
+    (:func:`gpu_index`); the CPU when asked for, or when ``auto`` finds no GPU."""
     if requested not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device {requested!r} is not one of: auto, cpu, cuda")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to this process")
-    return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return torch.device("cuda", gpu_index(info.local_rank, info.local_size, torch.cuda.device_count()))
+
+
+def gpu_index(local_rank: int, local_size: int, visible: int) -> int:
+    """The index (among the ``visible`` GPUs torch sees) of local rank ``local_rank``'s GPU.
+
+    ``CUDA_VISIBLE_DEVICES`` is honoured because torch only sees the listed GPUs: with one visible
+    GPU per task (``srun --gpus-per-task=1``, or a site that binds GPUs) every rank takes
+    ``cuda:0``; with the node's GPUs visible to every rank, local rank ``r`` takes ``cuda:r``.
+    Fewer visible GPUs than local ranks (but more than one) would put two ranks on one GPU,
+    which NCCL refuses: that is a ConfigError naming both numbers.
+    """
+    if visible < 1:
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to this process")
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise ConfigError(f"local rank {local_rank} of {local_size} needs its own GPU, but this process sees "
+                          f"only {visible} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
+                          "start one rank per GPU, or give each rank one GPU (srun --gpus-per-task=1)")
+    return local_rank
 
 
 def select_backend(device: torch.device, requested: str = "auto") -> str:
