@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 from collections import Counter
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 from crossover_sgd.config import RESNETS, TrainConfig
 from crossover_sgd.errors import ConfigError
-from crossover_sgd.training.data import SyntheticImages, build_datasets, load_digits, preflight_data
+from crossover_sgd.training.data import CIFAR10Batches, SyntheticImages, build_datasets, load_digits, preflight_data
 from crossover_sgd.training.models import SmallCNN, build_model
 from support import cli, read_metrics
 
@@ -115,6 +117,22 @@ def test_synthetic_through_build_datasets():
     assert not torch.equal(bundle.train[3][0], bundle.val[3][0])  # different seeds per split
 
 
+@pytest.mark.slow
+def test_synthetic_data_trains_through_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    result = cli("train", "--dataset", "synthetic", "--image-size", "8", "--synthetic-samples", "48",
+                 "--synthetic-classes", "4", "--batch-size", "8", "--epochs", "2", "--out", str(out), timeout=240)
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(out / "metrics_rank0.csv")
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(1, 6), (2, 12)]  # 48 samples / batch 8
+    assert all(np.isfinite(float(r["train_loss"])) and 0.0 <= float(r["val_acc"]) <= 1.0 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["config"]["dataset"] == "synthetic"
+    step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    state = torch.load(out / "checkpoints" / f"step{step:08d}" / "rank0.pt", weights_only=True)["model_state"]
+    assert state["features.0.weight"].shape[1] == 3 and state["classifier.weight"].shape[0] == 4
+
+
 # ----------------------------------------------------------------------------- cifar10 / mnist
 @pytest.mark.parametrize("dataset,layout", [("cifar10", "cifar-10-batches-py"), ("mnist", "MNIST/raw")])
 def test_torchvision_sets_are_never_downloaded(tmp_path, dataset, layout):
@@ -129,6 +147,116 @@ def test_torchvision_sets_are_never_downloaded(tmp_path, dataset, layout):
     assert list(root.iterdir()) == []  # nothing fetched, nothing created
     with pytest.raises(ConfigError, match="does not exist"):
         build_datasets(TrainConfig(dataset=dataset, data_dir=str(tmp_path / "missing")))
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _pickle_py2_style(path: Path, content: dict) -> None:
+    """Pickle protocol 2 naming ``numpy.core.multiarray``, as in the published CIFAR-10 files."""
+    path.write_bytes(pickle.dumps(content, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+
+
+def write_cifar10(root: Path, per_class: int = 2) -> Dict[str, dict]:
+    """CIFAR-10 in its python layout (``per_class`` images of every class in each of the five
+    training batches and the test batch), random pixels; returns what each file holds."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(c) for c in rng.permutation(np.repeat(np.arange(10), per_class))]
+        batch = {b"batch_label": name.encode(), b"labels": labels,
+                 b"data": rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8),
+                 b"filenames": [f"img{i}.png".encode() for i in range(len(labels))]}
+        _pickle_py2_style(folder / name, batch)
+        written[name] = batch
+    _pickle_py2_style(folder / "batches.meta", {b"label_names": [c.encode() for c in CIFAR_CLASSES],
+                                                b"num_cases_per_batch": 10 * per_class, b"num_vis": 3072})
+    return written
+
+
+def test_cifar10_from_a_local_directory(tmp_path):
+    written = write_cifar10(tmp_path)
+    config = TrainConfig(dataset="cifar10", data_dir=str(tmp_path))
+    preflight_data(config)  # no complaint
+    bundle = build_datasets(config)
+    assert (len(bundle.train), len(bundle.val), bundle.num_classes, bundle.in_channels, bundle.image_size) == \
+        (100, 20, 10, 3, 32)
+    assert isinstance(bundle.train, CIFAR10Batches)
+    assert bundle.train.classes == bundle.val.classes == CIFAR_CLASSES
+    assert bundle.train.targets == [y for i in range(1, 6) for y in written[f"data_batch_{i}"][b"labels"]]
+    assert bundle.val.targets == written["test_batch"][b"labels"]
+    # validation: ToTensor + Normalize of the channel-major 3x32x32 rows, computed by hand
+    raw = torch.tensor(written["test_batch"][b"data"][7], dtype=torch.float32).reshape(3, 32, 32) / 255
+    expected = (raw - torch.tensor(CIFAR_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR_STD).view(3, 1, 1)
+    image, label = bundle.val[7]
+    assert label == written["test_batch"][b"labels"][7]
+    torch.testing.assert_close(image, expected, rtol=0, atol=1e-5)
+    # training: each sample is a random 32x32 crop of the zero-padded (4 px) image, maybe flipped
+    torch.manual_seed(0)
+    views = [bundle.train[43] for _ in range(8)]  # data_batch_3, image 3
+    assert all(label == written["data_batch_3"][b"labels"][3] for _, label in views)
+    raw = torch.tensor(written["data_batch_3"][b"data"][3], dtype=torch.float32).reshape(3, 32, 32) / 255
+    padded = torch.nn.functional.pad(raw, (4, 4, 4, 4))
+    candidates = [(window - torch.tensor(CIFAR_MEAN).view(3, 1, 1)) / torch.tensor(CIFAR_STD).view(3, 1, 1)
+                  for source in (padded, padded.flip(2)) for i in range(9) for j in range(9)
+                  for window in [source[:, i:i + 32, j:j + 32]]]
+    for view, _ in views:
+        assert any(torch.allclose(view, c, rtol=0, atol=1e-5) for c in candidates)
+    assert any(not torch.equal(view, views[0][0]) for view, _ in views)  # augmented: not one fixed view
+
+def _damage(root: Path, how: str) -> str:
+    """Damage the CIFAR-10 directory at ``root``; return the file the error must name."""
+    folder = root / "cifar-10-batches-py"
+    if how == "truncated":
+        data = (folder / "data_batch_3").read_bytes()
+        (folder / "data_batch_3").write_bytes(data[: len(data) // 2])
+        return "data_batch_3"
+    if how == "missing":
+        (folder / "test_batch").unlink()
+        return "test_batch"
+    if how == "no meta":
+        (folder / "batches.meta").unlink()
+        return "batches.meta"
+    batch = pickle.loads((folder / "data_batch_2").read_bytes(), encoding="latin1")
+    if how == "wrong shape":
+        batch[b"data"] = batch[b"data"][:, :3000]
+    elif how == "too few labels":
+        batch[b"labels"] = batch[b"labels"][:-1]
+    elif how == "label 10":
+        batch[b"labels"][0] = 10
+    _pickle_py2_style(folder / "data_batch_2", batch)
+    return "data_batch_2"
+
+
+class _Touch:
+    """Unpickles into a call of ``open(path, "w")``: a data file that runs code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+@pytest.mark.parametrize("how", ["truncated", "missing", "no meta", "wrong shape", "too few labels", "label 10"])
+def test_damaged_cifar10_files_are_a_one_line_config_error(tmp_path, how):
+    write_cifar10(tmp_path)
+    name = _damage(tmp_path, how)
+    with pytest.raises(ConfigError, match="no readable cifar10 data") as exc:
+        build_datasets(TrainConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert name in str(exc.value) and "never downloads" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_cifar10_files_cannot_run_code(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "code-ran"
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps({b"data": _Touch(marker)}))
+    with pytest.raises(ConfigError, match="data_batch_1"):
+        build_datasets(TrainConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    assert not marker.exists()
 
 
 def write_mnist(root: Path, train: int = 20, test: int = 10) -> None:
@@ -224,3 +352,20 @@ def test_resnet18_trains_on_an_image_folder(tmp_path, image_folder):
     assert summary["status"] == "finished" and summary["steps_per_epoch"] == 6
     assert summary["config"]["model"] == "resnet18" and summary["config"]["dataset"] == "imagefolder"
     assert (out / "checkpoints" / "latest.json").is_file()
+
+
+@pytest.mark.slow
+def test_small_cnn_trains_on_cifar10_from_a_local_directory(tmp_path):
+    write_cifar10(tmp_path / "data")
+    out = tmp_path / "out"
+    result = cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                 "--batch-size", "10", "--out", str(out), timeout=240)
+    assert result.returncode == 0, result.stderr
+    (row,) = read_metrics(out / "metrics_rank0.csv")
+    assert int(row["epoch"]) == 1 and int(row["step"]) == 10  # 100 images / batch 10
+    assert np.isfinite(float(row["train_loss"])) and float(row["val_acc"]) in {k / 20 for k in range(21)}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["config"]["dataset"] == "cifar10"
+    assert summary["steps_per_epoch"] == 10
+    state = torch.load(out / "checkpoints" / "step00000010" / "rank0.pt", weights_only=True)["model_state"]
+    assert state["features.0.weight"].shape[1] == 3 and state["classifier.weight"].shape[0] == 10

@@ -1,23 +1,27 @@
 """Data sets: the embedded default (8x8 digits), ImageFolder/ImageNet, CIFAR-10, MNIST, synthetic.
 
 Nothing is ever downloaded: CIFAR-10 and MNIST are read from ``--data-dir`` in torchvision's
-layout, ImageNet-style data from ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``.
+layout, ImageNet-style data from ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``. CIFAR-10 is
+read by :class:`CIFAR10Batches` (the python-pickle batches, no md5 check, only numpy arrays
+unpickled), MNIST by torchvision.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["DatasetBundle", "build_datasets", "SyntheticImages", "load_digits"]
+__all__ = ["DatasetBundle", "build_datasets", "SyntheticImages", "load_digits", "CIFAR10Batches"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -81,32 +85,104 @@ def _image_folder(root: Path, size: int) -> Tuple[Dataset, Dataset, int]:
     return train, val, len(train.classes)
 
 
-def _torchvision_set(name: str, root: Path) -> Tuple[Dataset, Dataset]:
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a data file cannot run code."""
+
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_pickle(path: Path) -> Dict[str, Any]:
+    """A CIFAR batch file as a dict with ``str`` keys (python 2 and 3 pickles alike); ValueError
+    naming the file if it is missing or not such a pickle."""
+    try:
+        with open(path, "rb") as handle:
+            content = _NumpyUnpickler(handle, encoding="latin1").load()
+    except FileNotFoundError:
+        raise ValueError(f"{path.name} is missing") from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(f"{path.name} is damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path.name} is damaged (not a dict)")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+class CIFAR10Batches(Dataset):
+    """CIFAR-10 from its python layout: ``DIR/cifar-10-batches-py/data_batch_1..5`` (train) or
+    ``test_batch``, pickled dicts of ``data`` (uint8, N x 3072, channel-major 32x32) and
+    ``labels``, and ``batches.meta`` (``label_names``). Samples are ``(transform(PIL image),
+    label)`` as in ``torchvision.datasets.CIFAR10``. ValueError, naming the file, if one is
+    missing or malformed."""
+
+    TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+    TEST_FILES = ("test_batch",)
+
+    def __init__(self, root: Path, train: bool, transform: Optional[Callable] = None):
+        folder = Path(root) / _LAYOUTS["cifar10"]
+        names = _load_pickle(folder / "batches.meta").get("label_names")
+        if not (isinstance(names, list) and len(names) == 10):
+            raise ValueError("batches.meta: label_names is not a list of 10 names")
+        self.classes: List[str] = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        images, self.targets = [], []
+        for name in self.TRAIN_FILES if train else self.TEST_FILES:
+            batch = _load_pickle(folder / name)
+            data, labels = batch.get("data"), batch.get("labels")
+            if not isinstance(data, np.ndarray) or not isinstance(labels, list):
+                raise ValueError(f"{name}: no 'data' array and 'labels' list")
+            if not all(isinstance(x, (int, np.integer)) for x in labels):
+                raise ValueError(f"{name}: labels are not integers")
+            labels = [int(x) for x in labels]
+            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+                raise ValueError(f"{name}: data {data.dtype} {data.shape} with {len(labels)} labels, "
+                                 "expected uint8 (N, 3072) with N labels")
+            if labels and not 0 <= min(labels) <= max(labels) < 10:
+                raise ValueError(f"{name}: labels outside 0..9")
+            images.append(data)
+            self.targets.extend(labels)
+        self.data = np.concatenate(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # N, H, W, C
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> Tuple[Any, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.data[index])
+        return (self.transform(image) if self.transform is not None else image), self.targets[index]
+
+
+def _cifar_or_mnist(name: str, root: Path) -> Tuple[Dataset, Dataset]:
     from torchvision import datasets, transforms
 
-    if name == "cifar10":
-        normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-        train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                       transforms.ToTensor(), normalize])
-        val_tf = transforms.Compose([transforms.ToTensor(), normalize])
-        cls = datasets.CIFAR10
-    else:
-        train_tf = val_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-        cls = datasets.MNIST
     try:
-        return (cls(str(root), train=True, transform=train_tf, download=False),
-                cls(str(root), train=False, transform=val_tf, download=False))
-    except (RuntimeError, AssertionError, ValueError, OSError, EOFError):  # missing, or damaged files
-        raise _no_data(name, root) from None
+        if name == "cifar10":
+            normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+            train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                           transforms.ToTensor(), normalize])
+            val_tf = transforms.Compose([transforms.ToTensor(), normalize])
+            return CIFAR10Batches(root, train=True, transform=train_tf), CIFAR10Batches(root, train=False,
+                                                                                        transform=val_tf)
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+        return (datasets.MNIST(str(root), train=True, transform=tf, download=False),
+                datasets.MNIST(str(root), train=False, transform=tf, download=False))
+    except (RuntimeError, AssertionError, ValueError, OSError, EOFError) as exc:  # missing, or damaged files
+        raise _no_data(name, root, str(exc).splitlines()[0] if name == "cifar10" and str(exc) else "") from None
 
 
-#: Where torchvision expects each set's files below ``--data-dir``.
+#: Where each set's files lie below ``--data-dir`` (torchvision's layout).
 _LAYOUTS = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw"}
 
 
-def _no_data(name: str, root: Path) -> ConfigError:
+def _no_data(name: str, root: Path, detail: str = "") -> ConfigError:
     return ConfigError(f"--data-dir {root}: no readable {name} data found (expected {root}/{_LAYOUTS[name]}/; "
-                       "crossover-sgd never downloads data)")
+                       "crossover-sgd never downloads data)" + (f": {detail[:200]}" if detail else ""))
 
 
 def build_datasets(config: TrainConfig) -> DatasetBundle:
@@ -128,7 +204,7 @@ def build_datasets(config: TrainConfig) -> DatasetBundle:
         size = config.image_size or 224
         train, val, classes = _image_folder(root, size)
         return DatasetBundle(train, val, classes, 3, size)
-    train, val = _torchvision_set(name, root)
+    train, val = _cifar_or_mnist(name, root)
     return DatasetBundle(train, val, 10, 3 if name == "cifar10" else 1, 32 if name == "cifar10" else 28)
 
 
