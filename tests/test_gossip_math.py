@@ -1,8 +1,10 @@
-"""The gossip algorithms against their math, with real Gloo processes at world sizes 2, 3, 5, 8.
+"""The gossip algorithms against their math, with real Gloo processes at world sizes 2, 3, 4, 5, 8.
 
 For every variant, R rounds of the real ``after_step`` must equal the topology package's mixing
-matrices applied to the stacked initial parameters; crossover rounds conserve the mean, push-sum
-conserves sum(x) and keeps sum(w) = n; the traffic per round is what the algorithm defines.
+matrices applied to the stacked initial parameters (and buffers or momentum when those are mixed);
+crossover rounds conserve the mean, push-sum conserves sum(x) and keeps sum(w) = n; the traffic
+per round is what the algorithm defines. Hierarchical crossover is also checked over real SGD
+steps with different gradients on every rank: intra-node average, step, inter-node mixing.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from topology import CrossoverSchedule, ExponentialGraph, HierarchicalSchedule
 pytestmark = pytest.mark.slow
 ROUNDS = 4
 SEED = 11  # the worker's TrainConfig seed
+TRAIN = {"lr": 0.1, "momentum": 0.9}  # SGD of the train_* variants
 
 
 def variants(n: int) -> dict:
+    if n == 4:  # only hierarchical layouts (the other algorithms run at 2, 3, 5, 8)
+        return hierarchical_variants(n)
     v = {
         "crossover_fine": {"algorithm": "crossover", "chromosome": "fine"},
         "crossover_segments3": {"algorithm": "crossover", "segments": 3},
@@ -47,10 +52,44 @@ def variants(n: int) -> dict:
         options = {"algorithm": "crossover", "segments": 3, "gossip_overlap": overlap}
         specs[f"updates_crossover{'_overlap' if overlap else ''}"] = {"options": options, "rounds": ROUNDS,
                                                                       "updates": True}
+    # --gossip-buffers / --gossip-momentum with a BatchNorm model; by default momentum stays local
+    bn = {"model": "bn_cnn", "rounds": ROUNDS, "momentum_init": True}
+    specs["buffers_crossover"] = {**bn, "options": {"algorithm": "crossover", "segments": 3, "gossip_buffers": True}}
+    specs["momentum_crossover"] = {**bn, "options": {"algorithm": "crossover", "segments": 3,
+                                                     "gossip_momentum": True}}
+    specs["momentum_local_crossover"] = {**bn, "options": {"algorithm": "crossover", "segments": 3}}
+    specs["buffers_momentum_sgp"] = {**bn, "options": {"algorithm": "sgp", "sgp_peers": 1, "gossip_buffers": True,
+                                                       "gossip_momentum": True}}
+    # --gossip-dtype fp32 on an fp32 model: the model's dtype, so the same as --gossip-dtype model
+    hier_base = "hier_g2" if "hier_g2" in v else "hier_g1"
+    for base in ("crossover_segments3", "sgp_k1", hier_base):
+        specs[f"fp32wire_{base}"] = {"options": {**v[base], "gossip_dtype": "fp32"}, "rounds": ROUNDS}
+    if n == 3:  # the coarse chromosome of a real ResNet (stem, layer1..4, fc)
+        specs["coarse_resnet18"] = {"model": "resnet18", "rounds": 2,
+                                    "options": {"algorithm": "crossover", "chromosome": "coarse"}}
+    specs.update(hierarchical_variants(n))
     return specs
 
 
-WORLD_SIZES = (2, 3, 5, 8)
+def hierarchical_variants(n: int) -> dict:
+    """Real SGD steps (n = 4: G = 2; n = 8: G = 2, 4), balanced bytes per GPU, ``--groupnum``."""
+    specs = {}
+    if n not in (4, 8):
+        return specs
+    for g in (2, 4) if n == 8 else (2,):
+        hier = {"algorithm": "hierarchical-crossover", "gpu_per_node": g}
+        specs[f"train_hier_g{g}"] = {"model": "bn_cnn", "rounds": 3, "train": TRAIN,
+                                     "options": {**hier, "segments": 3}}
+        specs[f"train_hier_buffers_g{g}"] = {"model": "bn_cnn", "rounds": 3, "train": TRAIN,
+                                             "options": {**hier, "segments": 3, "gossip_buffers": True}}
+        specs[f"bytes_hier_g{g}"] = {"model": "mlp8", "rounds": ROUNDS, "options": {**hier, "segments": 8}}
+    if n == 4:
+        specs["groupnum_hier"] = {"rounds": ROUNDS, "options": {"algorithm": "hierarchical-crossover",
+                                                                "segments": 4, "groupnum": 2}}
+    return specs
+
+
+WORLD_SIZES = (2, 3, 4, 5, 8)
 
 
 def cases(prefix: str) -> list:
@@ -80,6 +119,11 @@ def stacked(states, key, name):
     return np.stack([s[key][name].double().reshape(-1).numpy() for s in states])
 
 
+def node_mean(x, g):
+    """``kron(I_N, J_G) @ x``: every rank gets its node's mean."""
+    return np.repeat(x.reshape(-1, g, x.shape[1]).mean(1), g, axis=0)
+
+
 def segment_of(states):
     return {tensor: i for i, names in enumerate(states[0]["segments"]) for tensor in names}
 
@@ -88,13 +132,21 @@ def model_bytes(states):
     return sum(t.numel() * t.element_size() for t in states[0]["initial"].values())
 
 
-def check_against_matrices(states, matrices_of_round, tolerance=1e-5):
+def check_against_matrices(states, matrices_of_round, tolerance=1e-5, what=""):
+    """final = W_{R-1} ... W_0 initial for the tensors of ``initial{what}`` (each with its segment's W)."""
     seg = segment_of(states)
-    for name in states[0]["initial"]:
-        x = stacked(states, "initial", name)
-        for t in range(ROUNDS):
+    for name in states[0]["initial" + what]:
+        x = stacked(states, "initial" + what, name)
+        for t in range(states[0]["rounds"]):
             x = matrices_of_round(t)[seg[name]] @ x
-        np.testing.assert_allclose(stacked(states, "final", name), x, rtol=tolerance, atol=tolerance, err_msg=name)
+        np.testing.assert_allclose(stacked(states, "final" + what, name), x, rtol=tolerance, atol=tolerance,
+                                   err_msg=name)
+
+
+def check_mean_conserved(states, what=""):
+    for name in states[0]["initial" + what]:
+        np.testing.assert_allclose(stacked(states, "final" + what, name).mean(0),
+                                   stacked(states, "initial" + what, name).mean(0), atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("n,name", cases("crossover"))
@@ -199,3 +251,161 @@ def test_hierarchical_equals_mixing_matrices_and_splits_inter_node_bytes(gossip_
             assert s["inter"]["bytes_sent"] == ROUNDS * s["owned_bytes"]
     if g > 1:
         assert max(s["owned_bytes"] for s in states) < total * 0.75  # every GPU carries only a share
+
+
+@pytest.mark.parametrize("n,name", cases("buffers_crossover") + cases("momentum"))
+def test_crossover_mixes_buffers_and_momentum_only_when_asked(gossip_runs, n, name):
+    """--gossip-buffers: BatchNorm statistics follow the segments' matrices; --gossip-momentum: so do
+    the momentum buffers; by default momentum buffers (and buffers) are left as they were."""
+    states = gossip_runs(n)[name]
+    opts = variants(n)[name]["options"]
+    schedule = CrossoverSchedule(n, len(states[0]["segments"]), SEED)
+    check_against_matrices(states, schedule.mixing_matrices)
+    for what, mixed in (("_buffers", opts.get("gossip_buffers", False)),
+                        ("_momentum", opts.get("gossip_momentum", False))):
+        assert states[0]["initial" + what], what  # the variant has such tensors
+        if mixed:
+            check_against_matrices(states, schedule.mixing_matrices, what=what)
+            check_mean_conserved(states, what)
+        else:
+            for s in states:
+                for tensor, value in s["initial" + what].items():
+                    assert torch.equal(s["final" + what][tensor], value), tensor
+    extra = sum(t.numel() * t.element_size() for t in states[0]["initial_buffers"].values()) * opts.get(
+        "gossip_buffers", False) + model_bytes(states) * opts.get("gossip_momentum", False)
+    for s in states:  # the mixed tensors travel, once per round
+        assert s["comm"]["bytes_sent"] == ROUNDS * (model_bytes(states) + extra)
+
+
+@pytest.mark.parametrize("n,name", cases("buffers_momentum_sgp"))
+def test_sgp_push_sum_mixes_buffers_and_momentum(gossip_runs, n, name):
+    """Buffers and momentum travel with the parameters in push-sum's numerator: z = (P^R x) / w."""
+    states = gossip_runs(n)[name]
+    graph = ExponentialGraph(n, k=1)
+    weights = np.ones(n)
+    matrices = [graph.mixing_matrix(t) for t in range(ROUNDS)]
+    for w_matrix in matrices:
+        weights = w_matrix @ weights
+    for what in ("", "_buffers", "_momentum"):
+        assert states[0]["initial" + what]
+        for tensor in states[0]["initial" + what]:
+            x = stacked(states, "initial" + what, tensor)
+            for w_matrix in matrices:
+                x = w_matrix @ x
+            np.testing.assert_allclose(stacked(states, "final" + what, tensor), x / weights[:, None],
+                                       rtol=1e-5, atol=1e-5, err_msg=tensor)
+
+
+@pytest.mark.parametrize("n,name", cases("fp32wire"))
+def test_fp32_wire_on_an_fp32_model_is_the_model_dtype(gossip_runs, n, name):
+    """--gossip-dtype fp32 is accepted by every gossip algorithm; on an fp32 model it is no cast at
+    all: the same values, bit for bit, and the same bytes as --gossip-dtype model."""
+    runs = gossip_runs(n)
+    states, reference = runs[name], runs[name[len("fp32wire_"):]]
+    for mine, ref in zip(states, reference):
+        for tensor, value in ref["final"].items():
+            assert torch.equal(mine["final"][tensor], value), tensor
+        for key in ("bytes_sent", "bytes_recv", "rounds"):
+            assert mine["comm"][key] == ref["comm"][key] > 0
+        if "inter" in ref:
+            assert mine["inter"]["bytes_sent"] == ref["inter"]["bytes_sent"]
+
+
+@pytest.mark.parametrize("n,name", cases("coarse_resnet18"))
+def test_coarse_chromosome_of_resnet18(gossip_runs, n, name):
+    """--chromosome coarse on torchvision's ResNet-18: 6 segments (stem, layer1..4, fc), each mixed
+    with its own matrix; the mean of every parameter is conserved; the model travels once a round."""
+    states = gossip_runs(n)[name]
+    assert [names[0].split(".")[0] for names in states[0]["segments"]] == ["conv1", "layer1", "layer2", "layer3",
+                                                                           "layer4", "fc"]
+    assert states[0]["segments"][0] == ["conv1.weight", "bn1.weight", "bn1.bias"]
+    schedule = CrossoverSchedule(n, 6, SEED)
+    assert any(len({tuple(r) for r in schedule.peers(t).recv_from}) > 1 for t in range(2))  # segments differ
+    check_against_matrices(states, schedule.mixing_matrices)
+    check_mean_conserved(states)
+    for s in states:
+        assert s["comm"]["bytes_sent"] == s["comm"]["bytes_recv"] == 2 * model_bytes(states)
+
+
+def train_variant(n, name):
+    opts = variants(n)[name]["options"]
+    return opts, opts["gpu_per_node"]
+
+
+@pytest.mark.parametrize("n,name", cases("train_hier"))
+def test_hierarchical_sgd_step_is_node_average_step_then_node_mixing(gossip_runs, n, name):
+    """Per step, from each rank's own gradient g (different batches): momentum m <- mu m + J g (J:
+    the node average), x <- W_t (x - lr m) with W_t = kron(W_nodes, J_G) per segment. Buffers:
+    each rank's forward updates them, then they are node-averaged (J b), and with --gossip-buffers
+    mixed as well (W_t J b)."""
+    states = gossip_runs(n)[name]
+    opts, g = train_variant(n, name)
+    steps = states[0]["rounds"]
+    schedule = HierarchicalSchedule(n, len(states[0]["segments"]), SEED, local_size=g)
+    seg = segment_of(states)
+    assert not all(torch.allclose(states[0]["grads"][0][t], states[1]["grads"][0][t])
+                   for t in states[0]["initial"])  # local ranks 0 and 1 do have different gradients
+    for tensor in states[0]["initial"]:
+        x, m = stacked(states, "initial", tensor), 0.0
+        for t in range(steps):
+            grads = np.stack([s["grads"][t][tensor].double().reshape(-1).numpy() for s in states])
+            m = TRAIN["momentum"] * m + node_mean(grads, g)
+            x = schedule.mixing_matrices(t)[seg[tensor]] @ (x - TRAIN["lr"] * m)
+        np.testing.assert_allclose(stacked(states, "final", tensor), x, rtol=1e-5, atol=1e-5, err_msg=tensor)
+    last = steps - 1
+    for tensor in states[0]["initial_buffers"]:
+        before = np.stack([s["pre_average_buffers"][last][tensor].double().reshape(-1).numpy() for s in states])
+        assert not np.allclose(before[0], before[1])  # local ranks saw different batches
+        expected = node_mean(before, g)
+        if opts.get("gossip_buffers"):
+            expected = schedule.mixing_matrices(last)[seg[tensor]] @ expected
+        np.testing.assert_allclose(stacked(states, "final_buffers", tensor), expected, rtol=1e-5, atol=1e-6,
+                                   err_msg=tensor)
+
+
+@pytest.mark.parametrize("n,name", cases("train_hier"))
+def test_hierarchical_keeps_each_nodes_replicas_identical(gossip_runs, n, name):
+    """After real steps on different batches, every node's local ranks hold bit-identical parameters
+    and BatchNorm buffers, with or without --gossip-buffers (different nodes differ, beyond 2 nodes)."""
+    states = gossip_runs(n)[name]
+    _, g = train_variant(n, name)
+    for what in ("final", "final_buffers"):
+        for node in range(n // g):
+            first, *others = states[node * g:(node + 1) * g]
+            for other in others:
+                for tensor, value in first[what].items():
+                    assert torch.equal(other[what][tensor], value), (node, tensor)
+        if n // g > 2:  # (two nodes average each other completely every round)
+            assert not all(torch.equal(states[0][what][t], states[g][what][t]) for t in states[0][what])
+
+
+@pytest.mark.parametrize("n,name", cases("bytes_hier"))
+def test_hierarchical_inter_node_bytes_per_gpu_are_model_over_g(gossip_runs, n, name):
+    """8 equal segments: each GPU's inter-node link carries M/G per round (tolerance 1%; exact for
+    this model), a node exactly M; the matrices hold as for any model."""
+    states = gossip_runs(n)[name]
+    g = variants(n)[name]["options"]["gpu_per_node"]
+    total = model_bytes(states)
+    schedule = HierarchicalSchedule(n, 8, SEED, local_size=g)
+    check_against_matrices(states, schedule.mixing_matrices)
+    for s in states:
+        assert s["metrics"] == {"inter_node_bytes_sent": s["inter"]["bytes_sent"],
+                                "inter_node_bytes_recv": s["inter"]["bytes_recv"]}
+        for key in ("bytes_sent", "bytes_recv"):
+            assert s["inter"][key] == pytest.approx(ROUNDS * total / g, rel=0.01)
+    for node in range(n // g):
+        assert sum(s["inter"]["bytes_sent"] for s in states[node * g:(node + 1) * g]) == ROUNDS * total
+
+
+@pytest.mark.parametrize("n,name", cases("groupnum_hier"))
+def test_hierarchical_groupnum_sets_the_node_layout(gossip_runs, n, name):
+    """--groupnum 2 on 4 ranks that the launcher put on one machine: nodes {0, 1} and {2, 3}."""
+    states = gossip_runs(n)[name]
+    for rank, s in enumerate(states):
+        assert s["layout"] == {"node": rank // 2, "local_size": 2, "node_ranks": [rank // 2 * 2, rank // 2 * 2 + 1],
+                               "launcher_local_size": 4}
+    schedule = HierarchicalSchedule(n, len(states[0]["segments"]), SEED, groupnum=2)
+    check_against_matrices(states, schedule.mixing_matrices)
+    check_mean_conserved(states)
+    for node in range(2):
+        assert sum(s["inter"]["bytes_sent"] for s in states[2 * node:2 * node + 2]) == ROUNDS * model_bytes(states)

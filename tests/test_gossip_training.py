@@ -1,5 +1,6 @@
 """The gossip algorithms train on the default data with several real processes, report consensus
-metrics, and refuse bad gossip input with one line and nothing written."""
+and traffic metrics (hierarchical: per-GPU inter-node bytes), and refuse bad gossip input with
+one line and nothing written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 
 import pytest
 
+from crossover_sgd.comm.segments import split_model
+from crossover_sgd.training.models import build_model
 from support import cli, read_metrics
+from topology import assign_segments_to_local_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +34,33 @@ def test_gossip_reaches_90_percent_on_the_default_data(tmp_path, nproc, args):
     assert float(last[0]["consensus_val_acc"]) >= 0.90
     assert len({row["consensus_val_acc"] for row in last}) == 1  # one consensus model for all ranks
     assert float(rows[0][0]["consensus_distance"]) > 0  # replicas do differ between rounds
-    assert all(int(row["comm_bytes_sent"]) > 0 for row in last)
+    for row in last:
+        assert int(row["comm_bytes_sent"]) > 0 and int(row["comm_bytes_recv"]) > 0
+        assert float(row["comm_seconds"]) > 0
+        hierarchical = "hierarchical-crossover" in args  # the inter-node columns are 0 for the others
+        assert (int(row["inter_node_bytes_sent"]) > 0) == (int(row["inter_node_bytes_recv"]) > 0) == hierarchical
+
+
+def test_hierarchical_groupnum_run_reports_inter_node_bytes_per_gpu(tmp_path):
+    """--groupnum 2 on 4 local ranks: nodes {0, 1} and {2, 3} (logged); the metrics columns
+    inter_node_bytes_sent/recv hold each GPU's share of the inter-node stage: steps x the bytes of
+    the segments its local rank carries, a node's two GPUs together steps x the model's bytes."""
+    out = tmp_path / "run"
+    result = cli("train", "--nproc", "4", "--epochs", "1", "--algorithm", "hierarchical-crossover", "--groupnum", "2",
+                 "--out", str(out), timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hierarchical crossover: 2 nodes of 2 consecutive ranks" in result.stderr
+    segments = split_model(build_model("small_cnn", 10, 1, 8), chromosome="fine")
+    sizes = [s.nbytes for s in segments]
+    owners = assign_segments_to_local_ranks(sizes, 2)
+    last = [read_metrics(out / f"metrics_rank{r}.csv")[-1] for r in range(4)]
+    steps = int(last[0]["step"])
+    for rank, row in enumerate(last):
+        share = steps * sum(sizes[s] for s in owners[rank % 2])
+        assert int(row["inter_node_bytes_sent"]) == int(row["inter_node_bytes_recv"]) == share > 0
+        assert int(row["comm_bytes_sent"]) > share  # comm also counts the intra-node stages
+    for node in range(2):
+        assert sum(int(row["inter_node_bytes_sent"]) for row in last[2 * node:2 * node + 2]) == steps * sum(sizes)
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -68,6 +68,10 @@ class Algorithm:
         """The model whose accuracy this rank reports."""
         return self.model
 
+    def metrics(self) -> Dict[str, float]:
+        """Metrics columns of this algorithm's own (``outputs.METRIC_DEFAULTS`` fills the others)."""
+        return {}
+
     def state_dict(self) -> Dict[str, Any]:
         return {"comm": self.comm.as_dict()}
 

@@ -3,22 +3,28 @@
 Nodes are consecutive groups of ``G`` ranks (the launcher's ranks per node, ``--gpu_per_node G``,
 or ``--groupnum`` groups of ``n / groupnum``). Per optimizer step:
 
-1. **Intra-node stage** (``before_step``): gradients are all-reduce-averaged inside the node, so
-   every local rank takes the same step and the node's replicas stay identical (equivalent to the
-   study's reduce-to-root, root steps, broadcast, without idle ranks).
+1. **Intra-node stage** (``before_step``): gradients and floating-point buffers (BatchNorm running
+   statistics, which each rank's forward updated from its own batch) are all-reduce-averaged
+   inside the node, so every local rank takes the same step and the node's replicas, parameters
+   and buffers, stay identical (equivalent to the study's reduce-to-root, root steps, broadcast,
+   without idle ranks). This happens whatever ``--gossip-buffers`` says.
 2. **Inter-node stage** (``after_step``): the crossover schedule runs over nodes
    (:class:`topology.HierarchicalSchedule`). Segments are split among the ``G`` local ranks with
    about equal bytes; local rank ``r`` sends *its* segments to local rank ``r`` of the peer node
    and averages them with what local rank ``r`` of the source node sent. Every GPU's link carries
    ``1/G`` of the model: inter-node bytes per GPU shrink with the number of GPUs per node.
+   ``--gossip-buffers`` adds the buffers to the segments (they then travel between nodes too);
+   ``--gossip-momentum`` adds momentum buffers.
 3. **Reassembly**: each segment is broadcast inside the node from the local rank that carried it.
 
-The result equals ``kron(W_nodes, J_G)`` applied to the ranks' parameters
-(:meth:`topology.HierarchicalSchedule.mixing_matrices`). ``inter_comm`` counts stage 2 only.
+With SGD, a step is ``x <- kron(W_nodes, J_G) (x - lr * m)``, with ``m`` the momentum of the
+node-averaged gradient ``J_G g`` (:meth:`topology.HierarchicalSchedule.mixing_matrices`).
+``inter_comm`` counts stage 2 only (metrics columns ``inter_node_bytes_sent``/``_recv``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List
 
 import torch
@@ -32,6 +38,8 @@ from crossover_sgd.errors import ConfigError, PeerError
 from topology import HierarchicalSchedule
 
 __all__ = ["HierarchicalCrossoverSGD"]
+
+log = logging.getLogger(__name__)
 
 
 class HierarchicalCrossoverSGD(CrossoverSGD):
@@ -65,6 +73,8 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
         groups = [dist.new_group(layout.ranks_of(node)) for node in range(layout.num_nodes)]  # all ranks, same order
         self.node_group = groups[self.node]
         self.owner_rank = [layout.rank_of(self.node, int(local)) for local in self.schedule.owner_of_segment]
+        log.info("hierarchical crossover: %d nodes of %d consecutive ranks (rank r on node r // %d), %d segments",
+                 layout.num_nodes, local_size, local_size, len(self.segments))
         return model
 
     def _node_average(self, tensors: List[torch.Tensor]) -> None:
@@ -82,9 +92,9 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
         self.comm.add(volume, volume)
 
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average gradients and floating-point buffers inside the node (one all-reduce each)."""
         self._node_average([p.grad for p in self.model.parameters() if p.grad is not None])
-        if self.config.gossip_buffers:
-            self._node_average([b for b in self.model.buffers() if b.is_floating_point()])
+        self._node_average([b for b in self.model.buffers() if b.is_floating_point()])
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.ensure_segments(optimizer)
@@ -130,6 +140,10 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
             peers = self.schedule.layout.ranks_of(self.node)
             raise PeerError(f"{what} with node ranks {peers} failed on rank {self.ctx.rank}: "
                             f"a peer died or stopped answering ({str(exc).strip().splitlines()[0][:200]})") from exc
+
+    def metrics(self) -> Dict[str, float]:
+        comm = self.inter_comm
+        return {"inter_node_bytes_sent": comm.bytes_sent, "inter_node_bytes_recv": comm.bytes_recv}
 
     def state_dict(self) -> Dict[str, Any]:
         return {**super().state_dict(), "inter_comm": self.inter_comm.as_dict()}

@@ -13,11 +13,14 @@ from typing import Dict, List, Optional, Sequence
 from crossover_sgd.atomic import atomic_write_text
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["METRIC_COLUMNS", "MetricsLog", "TensorBoardLog", "check_out_dir", "RUN_MARKERS"]
+__all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "MetricsLog", "TensorBoardLog", "check_out_dir", "RUN_MARKERS"]
 
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "consensus_val_acc",
                   "consensus_distance", "lr", "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "skipped_steps",
-                  "wall_time_s")
+                  "wall_time_s", "inter_node_bytes_sent", "inter_node_bytes_recv")
+#: Columns only some algorithms report (``Algorithm.metrics()``), and their value for the others.
+#: ``inter_node_bytes_*``: hierarchical-crossover's inter-node stage (its ``inter_comm``) alone.
+METRIC_DEFAULTS = {"inter_node_bytes_sent": 0, "inter_node_bytes_recv": 0}
 #: Files or folders whose presence means a directory already holds a run.
 RUN_MARKERS = ("summary.json", "config.json", "checkpoints")
 
@@ -65,7 +68,8 @@ class MetricsLog:
         self.tensorboard = tensorboard
 
     def append(self, row: Dict[str, float]) -> None:
-        self.rows.append({k: row[k] for k in METRIC_COLUMNS})
+        self.rows.append({k: row.get(k, METRIC_DEFAULTS[k]) if k in METRIC_DEFAULTS else row[k]
+                          for k in METRIC_COLUMNS})
         self.write()
         if self.tensorboard is not None:
             self.tensorboard.add(self.rows[-1])

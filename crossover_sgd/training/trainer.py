@@ -250,7 +250,7 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"], "comm_bytes_sent": comm.bytes_sent,
                "comm_bytes_recv": comm.bytes_recv, "comm_seconds": round(comm.seconds, 6),
                "skipped_steps": int(self.precision.skipped),
-               "wall_time_s": round(self.wall_time(), 3), **result}
+               "wall_time_s": round(self.wall_time(), 3), **self.algorithm.metrics(), **result}
         self.metrics.append(row)
         self.loss_sum.zero_()
         self.loss_count = 0
