@@ -8,17 +8,23 @@ Bad input ends with one line ``crossover-sgd: error: ...`` and exit code 2.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from crossover_sgd.config import DATASETS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
+from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
 from crossover_sgd.errors import ConfigError, DivergedError
+from crossover_sgd.runtime.local_launcher import CONFIG_ERROR_EXIT, claim_error_channel
 
 __all__ = ["main", "build_parser", "OneLineParser", "str_bool", "run_train", "report_errors"]
 
 PROG = "crossover-sgd"
+#: How long a rank that leaves the report of a shared error to rank 0 waits before exiting.
+QUIET_EXIT_DELAY_S = 3.0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,6 +40,13 @@ def str_bool(text: str) -> bool:
         return parse_bool(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def log_level(text: str) -> str:
+    """argparse type for ``--log-level``: a logging level name, in any case."""
+    if text.upper() in LOG_LEVELS:
+        return text.upper()
+    raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
 
 
 def _add(group, *names: str, **kwargs) -> None:
@@ -120,12 +133,13 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--out", default=None, help="output directory (default: runs/<tag or algorithm>-<time>)")
     _add(g, "--tag", default=None, help="a name for the run")
     _add(g, "--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    _add(g, "--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs")
+    _add(g, "--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs (and after the last epoch)")
     _add(g, "--checkpoint-every", type=int, default=d.checkpoint_every, help="checkpoint every N epochs")
     _add(g, "--stop-at-step", type=int, default=None,
          help="checkpoint and exit after this optimizer step (resume later with --resume)")
     _add(g, "--seed", "--manual-seed", type=int, default=d.seed)
-    _add(g, "--log-level", default=d.log_level)
+    _add(g, "--log-level", type=log_level, default=d.log_level, metavar="LEVEL",
+         help=f"one of {', '.join(LOG_LEVELS)} (any case; ranks other than 0 log warnings and errors only)")
     _add(g, "--tensorboard", type=str_bool, default=d.tensorboard, metavar="BOOL",
          help="also write rank 0's metrics as TensorBoard scalars to OUT/tensorboard")
     g = parser.add_argument_group("runtime")
@@ -181,8 +195,9 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
     return launch_local(nproc, strip_flag(command, "--nproc"))
 
 
-def run_train(config: TrainConfig, command: List[str]) -> int:
-    """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank."""
+def run_train(config: TrainConfig, command: List[str], flag_names: Optional[Dict[str, str]] = None) -> int:
+    """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank;
+    ``flag_names`` renames flags in the warning about options without effect (legacy names)."""
     config.validate()
     if config.nproc is not None:
         import torch
@@ -203,10 +218,11 @@ def run_train(config: TrainConfig, command: List[str]) -> int:
         preflight_data(config)
         if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
             check_amp(config.amp, torch.device("cpu"))
-        print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", file=sys.stderr)
+        # stdout: stderr is kept for errors (bad input found in the ranks is then its only line)
+        print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", flush=True)
     from crossover_sgd.training.run import run_worker
 
-    return execute(config, run_worker, command)
+    return execute(config, functools.partial(run_worker, flag_names=flag_names), command)
 
 
 def _launch_info(args: argparse.Namespace, command: List[str]) -> int:
@@ -225,6 +241,7 @@ def console_main() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse ``argv`` and run the command; return the exit code (callable in-process)."""
+    claim_error_channel()  # in a rank of --nproc N: before anything starts another process
     argv = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
     args = build_parser().parse_args(argv)
@@ -238,7 +255,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optional[Dict[str, str]] = None) -> int:
     """Run ``action``; bad input becomes one line on stderr and exit code 2.
 
-    ``flag_names`` renames flags in messages (the legacy script's users know other names).
+    ``flag_names`` renames flags in messages (the legacy script's users know other names). In a
+    rank of ``--nproc N`` the line goes to the local launcher, which prints it once for all ranks
+    (see :mod:`crossover_sgd.runtime.local_launcher`). A ``quiet`` error (every rank found it,
+    rank 0 reports it) prints nothing; under other launchers such a rank waits a moment before it
+    exits, so that the launcher does not stop rank 0 before its line is out.
     """
     try:
         return action()
@@ -246,12 +267,23 @@ def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optio
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:
-        if not exc.quiet:
-            message = str(exc)
-            for new, old in (flag_names or {}).items():
-                message = re.sub(rf"{re.escape(new)}(?![\w-])", old, message)
-            print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
+        channel = claim_error_channel()
+        if exc.quiet:
+            if channel is None:
+                time.sleep(QUIET_EXIT_DELAY_S)
+            return CONFIG_ERROR_EXIT
+        message = str(exc)
+        for new, old in (flag_names or {}).items():
+            message = re.sub(rf"{re.escape(new)}(?![\w-])", old, message)
+        line = " ".join(f"{prog}: error: {message}".splitlines())  # one line, whatever the message held
+        if channel is not None:
+            try:
+                os.write(channel, (line[:4000] + "\n").encode())  # below PIPE_BUF: one atomic write
+                return CONFIG_ERROR_EXIT
+            except OSError:
+                pass
+        print(line, file=sys.stderr)
+        return CONFIG_ERROR_EXIT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

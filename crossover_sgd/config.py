@@ -12,16 +12,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "parse_bool"]
+__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "LOG_LEVELS", "parse_bool"]
 
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
 MODELS = ("small_cnn",) + RESNETS
 LR_SCHEDULES = ("constant", "step", "cosine", "poly")
-#: Features whose flags are accepted but that this version cannot run yet.
+#: The accepted values of --amp, --lars-momentum-form and --log-level (each one implemented and tested).
 AMP_MODES = ("off", "fp16", "bf16")
 LARS_MOMENTUM_FORMS = ("mxnet", "pytorch")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def parse_bool(text: str) -> bool:
@@ -190,13 +191,86 @@ class TrainConfig:
             _at_least("--stop-at-step", self.stop_at_step, 1)
         if self.dataset in ("imagefolder", "imagenet", "cifar10", "mnist") and not self.data_dir:
             raise ConfigError(f"--dataset {self.dataset} needs --data-dir DIR (data is never downloaded)")
+        if str(self.log_level).upper() not in LOG_LEVELS:
+            raise ConfigError(f"--log-level {self.log_level!r} is unknown: choose one of {', '.join(LOG_LEVELS)}")
         return self
+
+    def ineffective_options(self) -> List[str]:
+        """The options set to a non-default value that this run does not use, each with why:
+        ``["--sync-grad False (only allreduce uses it; the algorithm is crossover)", ...]``.
+
+        Job scripts pass every flag to every algorithm, so these are not refused; rank 0 warns
+        about them once before training. Call on a validated configuration.
+        """
+        from crossover_sgd.algorithms import ALGORITHMS
+        from crossover_sgd.algorithms.allreduce import AllReduceSGD
+        from crossover_sgd.algorithms.crossover import CrossoverSGD
+        from crossover_sgd.algorithms.gossip import GossipAlgorithm
+        from crossover_sgd.algorithms.hierarchical import HierarchicalCrossoverSGD
+        from crossover_sgd.algorithms.sgp import SGP
+
+        cls, algo = ALGORITHMS[self.algorithm], f"the algorithm is {self.algorithm}"
+        crossover = issubclass(cls, CrossoverSGD)
+        sched = f"the schedule is {self.lr_schedule}"
+        synthetic_or_folder = self.dataset in ("synthetic", "imagefolder", "imagenet")
+        # field: (used in this run, why not)
+        rules: Dict[str, Tuple[bool, str]] = {
+            "sync_grad": (issubclass(cls, AllReduceSGD), f"only allreduce uses it; {algo}"),
+            "chromosome": (crossover and self.segments is None,
+                           "--segments replaces it" if crossover else f"only crossover algorithms use it; {algo}"),
+            "segments": (crossover, f"only crossover algorithms use it; {algo}"),
+            "fair": (crossover, f"only crossover algorithms use it; {algo}"),
+            "segmented": (crossover, f"only crossover algorithms use it; {algo}"),
+            "groupnum": (issubclass(cls, HierarchicalCrossoverSGD), f"only hierarchical-crossover uses it; {algo}"),
+            "sgp_peers": (issubclass(cls, SGP), f"only sgp uses it; {algo}"),
+            "gossip_buffers": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
+            "gossip_momentum": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
+            "gossip_dtype": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
+            "poly_power": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
+            "poly_end": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
+            "poly_hold_epochs": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
+            "step_milestones": (self.lr_schedule == "step", f"only the step schedule uses it; {sched}"),
+            "step_gamma": (self.lr_schedule == "step", f"only the step schedule uses it; {sched}"),
+            "lars_coef": (self.lars, "only LARS uses it; --lars is False"),
+            "lars_momentum_form": (self.lars, "only LARS uses it; --lars is False"),
+            "lars_momentum_correction": (self.lars, "only LARS uses it; --lars is False"),
+            "lars_trust_clip": (self.lars, "only LARS uses it; --lars is False"),
+            "sync_lars_start_epoch": (self.lars and self.sync_lars_group_size is not None,
+                                      "only --sync-lars-group-size uses it" if self.lars
+                                      else "only LARS uses it; --lars is False"),
+            "synthetic_samples": (self.dataset == "synthetic", f"only --dataset synthetic uses it, not {self.dataset}"),
+            "synthetic_classes": (self.dataset == "synthetic", f"only --dataset synthetic uses it, not {self.dataset}"),
+            "image_size": (synthetic_or_folder, f"--dataset {self.dataset} has a fixed image size"),
+            "data_dir": (self.dataset not in ("digits", "synthetic"), f"--dataset {self.dataset} reads no files"),
+        }
+        defaults = TrainConfig()
+        found = []
+        for name, (used, why) in rules.items():
+            value = getattr(self, name)
+            if used or _same(value, getattr(defaults, name)):
+                continue
+            found.append(f"--{name.replace('_', '-')} {_show(value)} ({why})")
+        return found
 
     def _check_divides_world(self, flag: str, value: int) -> None:
         """``value`` must divide the world size, where it is known before launch."""
         known = self.nproc or self.world_size
         if known is not None and known % value:
             raise divides_world_error(flag, value, known)
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        return tuple(value) == default
+    return value == default
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def divides_world_error(flag: str, value: int, world_size: int) -> ConfigError:

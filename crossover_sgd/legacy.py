@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence
 from crossover_sgd.cli import OneLineParser, report_errors, run_train, str_bool
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
+from crossover_sgd.runtime.local_launcher import claim_error_channel
 
 __all__ = ["build_legacy_parser", "legacy_config", "main"]
 
@@ -42,7 +43,9 @@ def amp_mode(text: str) -> str:
 LEGACY_NAMES = {"--batch-size": "--batch_size", "--local-itr": "--local_itr", "--epochs": "--maxepoch",
                 "--lr": "--baselr", "--lr-schedule": "--lrdecay", "--warmup-epochs": "--warmup_epoch",
                 "--data-dir": "--data", "--seed": "--manual_seed", "--eval-every": "--eval_every",
-                "--weight-decay": "--weight_decay"}
+                "--weight-decay": "--weight_decay", "--sync-grad": "--sync_grad", "--lars-coef": "--lars_coef",
+                "--sync-lars-group-size": "--sync_lars_group_size",
+                "--sync-lars-start-epoch": "--sync_lars_start_epoch"}
 
 
 def build_legacy_parser() -> argparse.ArgumentParser:
@@ -117,7 +120,9 @@ def legacy_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> int:
     """Entry point of ``imagenet_test.py``; ``script`` is the path ``--nproc`` re-runs."""
+    claim_error_channel()  # in a rank of --nproc N: before anything starts another process
     argv: List[str] = list(sys.argv[1:] if argv is None else argv)
     command = [sys.executable, script or sys.argv[0]] + argv
     args = build_legacy_parser().parse_args(argv)
-    return report_errors(lambda: run_train(legacy_config(args), command), prog=PROG, flag_names=LEGACY_NAMES)
+    return report_errors(lambda: run_train(legacy_config(args), command, flag_names=LEGACY_NAMES),
+                         prog=PROG, flag_names=LEGACY_NAMES)

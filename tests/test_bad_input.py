@@ -133,6 +133,8 @@ TRAIN_CASES: List[Tuple[List[str], List[str]]] = [
     (["--algorithm", "sgp", "--sgp-peers", "0"], ["--sgp-peers 0"]),
     (["--algorithm", "allreduce", "--gossip-overlap", "True"], ["--gossip-overlap", "allreduce"]),
     (["--algorithm", "hierarchical-crossover", "--sgp-overlap", "True"], ["--gossip-overlap", "hierarchical"]),
+    (["--log-level", "bogus"], ["--log-level", "'bogus'", "DEBUG, INFO, WARNING, ERROR, CRITICAL"]),
+    (["--log_level", "verbose"], ["--log_level", "'verbose'", "WARNING"]),
 ]
 
 
@@ -277,6 +279,55 @@ def test_subprocess_legacy_world_size_disagrees_with_single_process(tmp_path):
     assert not out.exists()
 
 
+def test_subprocess_log_level_is_checked_by_the_parser(tmp_path):
+    """An unknown level used to end in logging's ValueError traceback (exit 1) once training began."""
+    out = tmp_path / "out"
+    result = cli("train", "--log-level", "bogus", "--out", str(out), cwd=tmp_path)
+    assert_refused(result.returncode, result.stderr, "--log-level", "'bogus'", "DEBUG", "CRITICAL")
+    assert len(result.stderr.splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("level", ["debug", "Warning", "ERROR"])
+def test_log_level_in_any_case(level):
+    from crossover_sgd.cli import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["train", "--log-level", level]))
+    assert config.log_level == level.upper()
+    config.validate()
+
+
+#: A task of an ``srun`` step as Slurm describes it, without MASTER_ADDR (the node list gives it).
+SLURM_TASK = {"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+              "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_STEP_NODELIST": "node[01-02]",
+              "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("SLURM_STEP_NODELIST", "node[1-"),        # unbalanced
+    ("SLURM_STEP_NODELIST", "node[3-1]"),      # a range going down
+    ("SLURM_STEP_NODELIST", "node]1["),        # closed before opened
+    ("SLURM_JOB_NODELIST", "gpu[01-x]"),       # the job's list, when the step's is not set
+    ("SLURM_STEP_TASKS_PER_NODE", "2(x"),
+])
+@pytest.mark.parametrize("command", ["train", "launch-info"])
+def test_subprocess_malformed_slurm_variable(tmp_path, variable, value, command):
+    """A malformed node list (or tasks-per-node spec) from Slurm used to end in a ValueError traceback."""
+    env = dict(SLURM_TASK)
+    if variable == "SLURM_JOB_NODELIST":
+        del env["SLURM_STEP_NODELIST"]
+    env[variable] = value
+    out = tmp_path / "out"
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    args = ["train", "--out", str(out)] if command == "train" else ["launch-info"]
+    result = cli(*args, env=child_env(env), cwd=workdir, timeout=120)
+    last = assert_refused(result.returncode, result.stderr, f"{variable}={value!r}")
+    assert "malformed" in last and "expected" in last, last
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not out.exists() and list(workdir.iterdir()) == []
+
+
 @pytest.mark.parametrize("dataset,which", [("imagefolder", "missing"), ("imagefolder", "empty_splits"),
                                            ("mnist", "empty"), ("cifar10", "missing")])
 def test_subprocess_data_dir_checked_before_ranks_start(tmp_path, dirs, dataset, which):
@@ -285,7 +336,7 @@ def test_subprocess_data_dir_checked_before_ranks_start(tmp_path, dirs, dataset,
     result = cli("train", "--nproc", "2", "--dataset", dataset, "--data-dir", str(dirs[which]),
                  "--out", str(out))
     assert_refused(result.returncode, result.stderr, str(dirs[which]))
-    assert "local ranks" not in result.stderr  # refused before any rank was started
+    assert "local ranks" not in result.stdout + result.stderr  # refused before any rank was started
     assert not out.exists()
 
 
@@ -340,6 +391,69 @@ def test_subprocess_out_dir_holding_finished_run(run_copy):
     result = cli("train", "--nproc", "2", "--epochs", "1", "--out", str(run_copy))
     assert_refused(result.returncode, result.stderr, str(run_copy), "already holds a run")
     assert snapshot(run_copy) == before
+
+
+def assert_one_line(result, *names: str) -> str:
+    """Refused (exit 2) with exactly one line on stderr, whatever the number of ranks."""
+    last = assert_refused(result.returncode, result.stderr, *names)
+    assert result.stderr.splitlines() == [last], f"more than one line on stderr:\n{result.stderr}"
+    assert last.startswith("crossover-sgd: error:"), last
+    return last
+
+
+@pytest.mark.slow
+def test_subprocess_nproc_error_found_by_every_rank_is_one_line(tmp_path):
+    """The batch is larger than each rank's shard: found by every rank inside the run (after the
+    process group started), reported once, with no launcher notice or 'rank exited' line on stderr."""
+    out = tmp_path / "out"
+    result = cli("train", "--nproc", "2", "--batch-size", "1000", "--epochs", "1", "--out", str(out), cwd=tmp_path)
+    assert_one_line(result, "--batch-size 1000", "2 ranks")
+    assert "2 local ranks" in result.stdout  # the notice is on stdout
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+@pytest.fixture(scope="module")
+def finished_two_rank_run(tmp_path_factory) -> Path:
+    """A real 2-rank run of one epoch with its checkpoints."""
+    out = tmp_path_factory.mktemp("finished2") / "run"
+    result = cli("train", "--nproc", "2", "--epochs", "1", "--batch-size", "64", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "checkpoints" / "latest.json").is_file()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [(1,), (0, 1)], ids=["rank1", "both"])
+def test_subprocess_nproc_resume_truncated_checkpoint_is_one_line(finished_two_rank_run, tmp_path, ranks):
+    """Rank 1's file alone (rank 0 then waits at the rendezvous and must be stopped, silently), or
+    both files (each rank finds its own): one line, the lowest rank's, exit 2, nothing written."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_two_rank_run, run_dir)
+    (folder,) = list((run_dir / "checkpoints").glob("step*"))
+    for rank in ranks:
+        path = folder / f"rank{rank}.pt"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = snapshot(run_dir)
+    result = cli("train", "--nproc", "2", "--epochs", "1", "--batch-size", "64", "--out", str(run_dir), "--resume",
+                 timeout=120)
+    last = assert_one_line(result, str(folder / f"rank{ranks[0]}.pt"), "truncated")
+    assert "exited with code" not in last
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_torchrun_world_size_mismatch_is_said_by_rank_0_only(tmp_path):
+    """Under a real launcher (torchrun, 2 ranks) every rank finds ``--world_size 3`` wrong; rank 0
+    alone says so. torchrun adds its own report of the failed workers (a traceback of its own and
+    a summary) to stderr: our line must be in it exactly once."""
+    out = tmp_path / "out"
+    result = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                  "-m", "crossover_sgd", "train", "--world_size", "3", "--out", str(out)], cwd=tmp_path, timeout=180)
+    assert result.returncode != 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("crossover-sgd:")]
+    assert ours == ["crossover-sgd: error: --world_size 3 disagrees with the launcher: torchrun started 2 rank(s)"], \
+        result.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import List
 
 import pytest
 
@@ -178,3 +179,91 @@ def test_original_flags_train_two_ranks(tmp_path):
         assert all(0.0 <= float(r["val_acc"]) <= 1.0 for r in rows)
         assert float(rows[-1]["comm_bytes_sent"]) > 0
     assert all(acc is not None for acc in summary["final_val_acc"])
+
+
+# ----------------------------------------------------------------------------- options without effect
+def cli_config(*argv: str) -> TrainConfig:
+    from crossover_sgd.cli import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args(["train", *argv])).validate()
+
+
+def test_study_command_names_sync_grad_as_without_effect():
+    """The study's crossover jobs pass --sync_grad False, which only AllReduce-SGD reads."""
+    config = legacy(*STUDY_COMMAND, "--data", "/data/imagenet")
+    assert config.ineffective_options() == ["--sync-grad False (only allreduce uses it; the algorithm is crossover)"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--allreduce", "True"], ["--crossover", "True", "--chromosome", "fine"],
+                                  ["--allreduce", "True", "--sync_grad", "False", "--lars_coef", "0.0025"]])
+def test_legacy_defaults_and_used_flags_are_not_reported(argv):
+    assert legacy(*argv).ineffective_options() == []
+
+
+@pytest.mark.parametrize("argv,expected", [
+    ([], []),                                                              # the default job
+    (["--algorithm", "crossover", "--chromosome", "coarse", "--fair", "False", "--gossip-dtype", "bf16"], []),
+    (["--algorithm", "sgp", "--sgp-peers", "2", "--gossip-momentum", "True"], []),
+    (["--lr-schedule", "poly", "--poly-power", "1.5", "--poly-hold-epochs", "0"], []),
+    (["--lars", "True", "--lars-coef", "0.01", "--sync-lars-group-size", "1", "--sync-lars-start-epoch", "3"], []),
+    (["--sync-grad", "False", "--algorithm", "sgp"], ["--sync-grad False"]),
+    (["--chromosome", "coarse"], ["--chromosome coarse"]),                  # allreduce has no segments
+    (["--algorithm", "crossover", "--segments", "3", "--chromosome", "coarse"], ["--chromosome coarse"]),
+    (["--sgp-peers", "3", "--gossip-buffers", "True"], ["--sgp-peers 3", "--gossip-buffers True"]),
+    (["--algorithm", "crossover", "--groupnum", "2"], ["--groupnum 2"]),
+    (["--poly-power", "1.5", "--poly-end", "0.1", "--step-gamma", "0.5"], ["--poly-power 1.5", "--poly-end 0.1",
+                                                                           "--step-gamma 0.5"]),
+    (["--lr-schedule", "poly", "--step-milestones", "5", "10"], ["--step-milestones 5 10"]),
+    (["--lars-coef", "0.01", "--lars-momentum-form", "pytorch"], ["--lars-coef 0.01", "--lars-momentum-form pytorch"]),
+    (["--lars", "True", "--sync-lars-start-epoch", "3"], ["--sync-lars-start-epoch 3"]),
+    (["--synthetic-samples", "100", "--image-size", "32", "--data-dir", "/data"],
+     ["--synthetic-samples 100", "--image-size 32", "--data-dir /data"]),  # digits: fixed size, no files
+    (["--poly-power", "2.2", "--chromosome", "fine", "--sync-grad", "True", "--algorithm", "sgp"], []),  # defaults
+])
+def test_options_without_effect_are_the_non_default_unused_ones(argv, expected):
+    found = cli_config(*argv).ineffective_options()
+    assert [item.split(" (")[0] for item in found] == expected, found
+    assert all(item.endswith(")") and " (" in item for item in found), found  # each says why
+
+
+def warnings_in(stderr: str) -> List[str]:
+    return [line for line in stderr.splitlines() if " WARNING " in line]
+
+
+@pytest.mark.slow
+def test_study_job_line_warns_once_about_sync_grad(tmp_path):
+    """The study's flags under --crossover True, with two real ranks: one warning line from rank 0,
+    in the legacy script's flag names, before training; the run itself goes on."""
+    out = tmp_path / "out"
+    result = run([sys.executable, LEGACY, "--crossover", "True", "--allreduce", "False", "--sync_grad", "False",
+                  "--chromosome", "fine", "--lars_coef", "0.0025", "--dataset", "digits", "--model", "small_cnn",
+                  "--maxepoch", "1", "--warmup_epoch", "0", "--nproc", "2", "--workers", "0", "--out", str(out)],
+                 timeout=180)
+    assert result.returncode == 0, result.stderr
+    (line,) = warnings_in(result.stderr)
+    assert "[rank 0]" in line and "options without effect in this run: --sync_grad False (only allreduce uses it; " \
+                                   "the algorithm is crossover)" in line, line
+    log = (out / "train.log").read_text()
+    assert log.count("options without effect") == 1
+    assert log.index("options without effect") < log.index("epoch 1/1")  # before training
+
+
+@pytest.mark.slow
+def test_cli_warns_about_options_the_algorithm_and_schedule_ignore(tmp_path):
+    out = tmp_path / "out"
+    result = run([sys.executable, "-m", "crossover_sgd", "train", "--chromosome", "coarse", "--poly-power", "1.5",
+                  "--stop-at-step", "2", "--out", str(out)], timeout=180)
+    assert result.returncode == 0, result.stderr
+    (line,) = warnings_in(result.stderr)
+    assert "--chromosome coarse (only crossover algorithms use it; the algorithm is allreduce)" in line, line
+    assert "--poly-power 1.5 (only the poly schedule uses it; the schedule is cosine)" in line, line
+
+
+@pytest.mark.slow
+def test_default_job_has_no_warning(tmp_path):
+    out = tmp_path / "out"
+    result = run([sys.executable, "-m", "crossover_sgd", "train", "--nproc", "2", "--stop-at-step", "2",
+                  "--out", str(out)], timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert warnings_in(result.stderr) == [], result.stderr
+    assert "WARNING" not in (out / "train.log").read_text()

@@ -73,10 +73,10 @@ def _port(env: Mapping[str, str]) -> Optional[int]:
 
 
 def _slurm_first_host(env: Mapping[str, str]) -> Optional[str]:
-    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
-    if not nodelist:
+    variable = next((k for k in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST") if env.get(k)), None)
+    if variable is None:
         return None
-    hosts = expand_hostlist(nodelist)
+    hosts = expand_hostlist(env[variable], variable=variable)  # ConfigError naming the variable
     return hosts[0] if hosts else None
 
 
@@ -110,8 +110,9 @@ def _in_slurm_task(env: Mapping[str, str]) -> bool:
 def _slurm_placement(env: Mapping[str, str], world: int) -> tuple:
     """(local_rank, local_size, node_id) of this Slurm task."""
     node_id = _int(env, "SLURM_NODEID", 0)
-    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
-    counts = expand_tasks_per_node(per_node) if per_node else [world]
+    variable = "SLURM_STEP_TASKS_PER_NODE" if env.get("SLURM_STEP_TASKS_PER_NODE") else "SLURM_TASKS_PER_NODE"
+    per_node = env.get(variable)
+    counts = expand_tasks_per_node(per_node, variable=variable) if per_node else [world]
     local_size = counts[node_id] if node_id < len(counts) else counts[-1]
     return _int(env, "SLURM_LOCALID", 0), local_size, node_id
 

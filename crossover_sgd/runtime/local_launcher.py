@@ -4,6 +4,12 @@ Every child gets the torchrun-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) plus ``CROSSOVER_SGD_LAUNCHER=local``.
 When one child fails, the others are stopped and the launcher exits with that child's code.
 SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child.
+
+Bad input found inside the ranks is reported once: each child gets the write end of a pipe
+(its number in ``CROSSOVER_SGD_ERROR_FD``) and :func:`crossover_sgd.cli.report_errors` writes
+its one-line error there instead of on stderr. The launcher prints the lowest rank's line, once,
+after the ranks ended, and exits 2 without a line of its own. Any other failure (a crash, a
+signal, a lost peer) is announced with ``rank R exited with code C; stopping the other ranks``.
 """
 
 from __future__ import annotations
@@ -11,17 +17,42 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV, free_port
 
-__all__ = ["launch_local", "strip_flag"]
+__all__ = ["launch_local", "strip_flag", "claim_error_channel", "CONFIG_ERROR_EXIT", "ERROR_FD_ENV"]
 
 log = logging.getLogger(__name__)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+#: The exit code of bad input (ConfigError), here and in every rank.
+CONFIG_ERROR_EXIT = 2
+#: The variable naming a rank's end of its error pipe (set by the launcher, read once by the rank).
+ERROR_FD_ENV = "CROSSOVER_SGD_ERROR_FD"
+#: After a rank exited with CONFIG_ERROR_EXIT without a line in its pipe, how long the launcher
+#: waits for a line from another rank (the one that reports an error every rank found) before
+#: stopping the rest.
+_SETTLE_S = 10.0
+_claimed: Optional[int] = None
+
+
+def claim_error_channel() -> Optional[int]:
+    """In a rank started by :func:`launch_local`: the pipe to report a one-line error through
+    (None elsewhere). The variable is removed at the first call, so that no process this rank
+    starts mistakes an unrelated file descriptor of the same number for the pipe."""
+    global _claimed
+    text = os.environ.pop(ERROR_FD_ENV, None)
+    if text is not None:
+        try:
+            fd = int(text)
+            _claimed = fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+        except (ValueError, OSError):
+            _claimed = None
+    return _claimed
 
 
 def strip_flag(argv: Sequence[str], flag: str) -> List[str]:
@@ -51,7 +82,40 @@ def _child_env(rank: int, nproc: int, port: int) -> dict:
 def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0) -> int:
     """Run ``command`` as ``nproc`` ranks; return 0 if all succeed, else the first failure's code."""
     port = free_port()
-    children = [subprocess.Popen(list(command), env=_child_env(r, nproc, port)) for r in range(nproc)]
+    children: List[subprocess.Popen] = []
+    readers: List[int] = []
+    try:
+        for rank in range(nproc):
+            read_end, write_end = os.pipe()
+            os.set_blocking(read_end, False)
+            readers.append(read_end)
+            env = _child_env(rank, nproc, port)
+            env[ERROR_FD_ENV] = str(write_end)
+            try:
+                children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,)))
+            finally:
+                os.close(write_end)  # the child holds its own copy
+        return _supervise(children, readers, grace_s)
+    finally:
+        _stop(children, grace_s)
+        for fd in readers:
+            os.close(fd)
+
+
+def _drain(readers: Sequence[int], received: Dict[int, bytes]) -> None:
+    """Append what each rank wrote to its error pipe so far."""
+    for rank, fd in enumerate(readers):
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            received[rank] = received.get(rank, b"") + chunk
+
+
+def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], grace_s: float) -> int:
     previous = {sig: signal.getsignal(sig) for sig in _FORWARDED}
 
     def forward(signum, _frame):
@@ -62,26 +126,47 @@ def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0) -> i
     for sig in _FORWARDED:
         signal.signal(sig, forward)
     failed: Optional[tuple] = None
+    stopped = False
+    settle_until = 0.0
+    received: Dict[int, bytes] = {}
     try:
         while True:
             codes = [c.poll() for c in children]
+            _drain(readers, received)
             bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0)]
             if bad and failed is None:
                 failed = bad[0]
-                print(f"crossover-sgd: rank {failed[0]} exited with code {failed[1]}; stopping the other ranks",
-                      file=sys.stderr)
-                _stop(children, grace_s)
+                if failed[1] == CONFIG_ERROR_EXIT:  # bad input: the rank's own line says it all
+                    settle_until = time.monotonic() + _SETTLE_S
+                else:
+                    _announce(failed)
+                    _stop(children, grace_s)
+                    stopped = True
+            if failed is not None and not stopped and (received or time.monotonic() >= settle_until):
+                _stop(children, grace_s)  # e.g. ranks still waiting for the failed one at the rendezvous
+                stopped = True
             if all(code is not None for code in codes):
                 break
             time.sleep(0.05)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop(children, grace_s)
+    _drain(readers, received)
+    lines = [received[r].decode(errors="replace").strip() for r in sorted(received)]
+    lines = [line.splitlines()[0] for line in lines if line]
+    if lines:
+        print(lines[0], file=sys.stderr, flush=True)  # found alike by several ranks: said once
+    elif failed is not None and failed[1] == CONFIG_ERROR_EXIT:
+        _announce(failed)
     if failed is not None:
         code = failed[1]
         return code if code > 0 else 128 - code  # a signal death -> 128 + signal number
     return 0
+
+
+def _announce(failed: tuple) -> None:
+    print(f"crossover-sgd: rank {failed[0]} exited with code {failed[1]}; stopping the other ranks",
+          file=sys.stderr, flush=True)
 
 
 def _stop(children: Sequence[subprocess.Popen], grace_s: float) -> None:

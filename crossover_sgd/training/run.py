@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from datetime import datetime
@@ -52,13 +53,20 @@ def check_world_size(config: TrainConfig, info: LaunchInfo) -> None:
                           f"started {info.world_size} rank(s)")
 
 
-def run_worker(config: TrainConfig) -> Dict[str, Any]:
-    """Train as one rank of the job this process was launched into; return the run's result."""
+def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Train as one rank of the job this process was launched into; return the run's result.
+
+    ``flag_names`` renames flags in rank 0's warning about options without effect (the legacy
+    script's names)."""
     started = time.perf_counter()
     info = detect_launch()
     setup_logging(info.rank, config.log_level)
-    check_world_size(config, info)
-    logical_placement(info, config.gpu_per_node)
+    try:
+        check_world_size(config, info)
+        logical_placement(info, config.gpu_per_node)
+    except ConfigError as exc:
+        exc.quiet = info.rank != 0  # config x launcher's world size: alike on every rank, rank 0 says it
+        raise
     device = select_device(info, config.device)
     backend = select_backend(device, config.backend)
     check_amp(config.amp, device)
@@ -78,7 +86,7 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
                            gpu_per_node=config.gpu_per_node)
     heartbeat = start_heartbeat(ctx)
     try:
-        return _train(config, ctx, data, device, resume_state, started)
+        return _train(config, ctx, data, device, resume_state, started, flag_names or {})
     except ConfigError as exc:
         exc.quiet = ctx.rank != 0  # found alike by every rank (config x world): rank 0 reports it
         raise
@@ -94,6 +102,17 @@ def run_worker(config: TrainConfig) -> Dict[str, Any]:
         if heartbeat is not None:
             heartbeat.close()
         shutdown()
+
+
+def warn_ineffective_options(config: TrainConfig, flag_names: Dict[str, str]) -> None:
+    """One warning line listing the options set to a value this run does not use (job scripts
+    pass every flag to every algorithm: they are accepted, but the user should know)."""
+    unused = config.ineffective_options()
+    if unused:
+        text = "; ".join(unused)
+        for new, old in flag_names.items():
+            text = re.sub(rf"{re.escape(new)}(?![\w-])", old, text)
+        log.warning("options without effect in this run: %s", text)
 
 
 def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:
@@ -118,7 +137,8 @@ def is_communication_failure(exc: BaseException) -> bool:
     return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
 
 
-def _train(config: TrainConfig, ctx: DistContext, data, device, resume_state, started: float) -> Dict[str, Any]:
+def _train(config: TrainConfig, ctx: DistContext, data, device, resume_state, started: float,
+           flag_names: Dict[str, str]) -> Dict[str, Any]:
     """Everything after the process group exists: outputs, the Trainer, the summary."""
     chosen = [str(config.out) if config.out is not None else str(default_out_dir(config))]
     dist.broadcast_object_list(chosen, src=0)
@@ -133,6 +153,7 @@ def _train(config: TrainConfig, ctx: DistContext, data, device, resume_state, st
                  ctx.world_size, ctx.launcher, ctx.backend, device, out)
         if not config.resume:
             atomic_write_json(out / "config.json", config.to_dict())
+        warn_ineffective_options(config, flag_names)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
     result = trainer.fit()

@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import pytest
-
 from support import ROOT, child_env, unavailable  # noqa: F401 (re-exported)
 
 INSTALL_SLURM = ROOT / "scripts" / "ci" / "install-slurm.sh"
