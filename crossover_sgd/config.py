@@ -203,29 +203,20 @@ class TrainConfig:
         about them once before training. Call on a validated configuration.
         """
         from crossover_sgd.algorithms import ALGORITHMS
-        from crossover_sgd.algorithms.allreduce import AllReduceSGD
-        from crossover_sgd.algorithms.crossover import CrossoverSGD
-        from crossover_sgd.algorithms.gossip import GossipAlgorithm
-        from crossover_sgd.algorithms.hierarchical import HierarchicalCrossoverSGD
-        from crossover_sgd.algorithms.sgp import SGP
 
-        cls, algo = ALGORITHMS[self.algorithm], f"the algorithm is {self.algorithm}"
-        crossover = issubclass(cls, CrossoverSGD)
+        cls = ALGORITHMS[self.algorithm]
+        users = {name: [a.name for a in ALGORITHMS.values() if name in a.options]
+                 for a in ALGORITHMS.values() for name in a.options}
         sched = f"the schedule is {self.lr_schedule}"
         synthetic_or_folder = self.dataset in ("synthetic", "imagefolder", "imagenet")
-        # field: (used in this run, why not)
+        # field: (used in this run, why not); algorithm options: what each Algorithm declares
         rules: Dict[str, Tuple[bool, str]] = {
-            "sync_grad": (issubclass(cls, AllReduceSGD), f"only allreduce uses it; {algo}"),
-            "chromosome": (crossover and self.segments is None,
-                           "--segments replaces it" if crossover else f"only crossover algorithms use it; {algo}"),
-            "segments": (crossover, f"only crossover algorithms use it; {algo}"),
-            "fair": (crossover, f"only crossover algorithms use it; {algo}"),
-            "segmented": (crossover, f"only crossover algorithms use it; {algo}"),
-            "groupnum": (issubclass(cls, HierarchicalCrossoverSGD), f"only hierarchical-crossover uses it; {algo}"),
-            "sgp_peers": (issubclass(cls, SGP), f"only sgp uses it; {algo}"),
-            "gossip_buffers": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
-            "gossip_momentum": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
-            "gossip_dtype": (issubclass(cls, GossipAlgorithm), f"only gossip algorithms use it; {algo}"),
+            name: (name in cls.options, f"only {', '.join(algos)} use{'s' if len(algos) == 1 else ''} it; "
+                                        f"the algorithm is {self.algorithm}")
+            for name, algos in users.items()}
+        if "chromosome" in cls.options and self.segments is not None:
+            rules["chromosome"] = (False, "--segments replaces it")
+        rules.update({
             "poly_power": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
             "poly_end": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
             "poly_hold_epochs": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
@@ -242,10 +233,11 @@ class TrainConfig:
             "synthetic_classes": (self.dataset == "synthetic", f"only --dataset synthetic uses it, not {self.dataset}"),
             "image_size": (synthetic_or_folder, f"--dataset {self.dataset} has a fixed image size"),
             "data_dir": (self.dataset not in ("digits", "synthetic"), f"--dataset {self.dataset} reads no files"),
-        }
+        })
         defaults = TrainConfig()
         found = []
-        for name, (used, why) in rules.items():
+        for name in (f.name for f in fields(self) if f.name in rules):  # in the fields' order
+            used, why = rules[name]
             value = getattr(self, name)
             if used or _same(value, getattr(defaults, name)):
                 continue

@@ -409,3 +409,17 @@ def test_hierarchical_groupnum_sets_the_node_layout(gossip_runs, n, name):
     check_mean_conserved(states)
     for node in range(2):
         assert sum(s["inter"]["bytes_sent"] for s in states[2 * node:2 * node + 2]) == ROUNDS * model_bytes(states)
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_every_round_posts_all_its_messages_in_one_batch(gossip_runs, n):
+    """All sends and receives of a round (every segment, every peer) go out in a single
+    ``batch_isend_irecv``: no segment waits for another, no per-segment barrier."""
+    for name, states in gossip_runs(n).items():
+        counts = np.array([s["batches_per_round"] for s in states])  # ranks x rounds
+        assert counts.shape == (n, states[0]["rounds"]), name
+        if "inter" in states[0]:  # hierarchical
+            # a local rank that carries no segment this round posts nothing; the others one batch
+            assert counts.max() == 1 and set(np.unique(counts)) <= {0, 1}, (name, counts)
+        else:
+            assert (counts == 1).all(), (name, counts)

@@ -217,10 +217,11 @@ def test_legacy_defaults_and_used_flags_are_not_reported(argv):
     (["--lars-coef", "0.01", "--lars-momentum-form", "pytorch"], ["--lars-coef 0.01", "--lars-momentum-form pytorch"]),
     (["--lars", "True", "--sync-lars-start-epoch", "3"], ["--sync-lars-start-epoch 3"]),
     (["--synthetic-samples", "100", "--image-size", "32", "--data-dir", "/data"],
-     ["--synthetic-samples 100", "--image-size 32", "--data-dir /data"]),  # digits: fixed size, no files
+     ["--data-dir /data", "--image-size 32", "--synthetic-samples 100"]),  # digits: fixed size, no files
     (["--poly-power", "2.2", "--chromosome", "fine", "--sync-grad", "True", "--algorithm", "sgp"], []),  # defaults
 ])
 def test_options_without_effect_are_the_non_default_unused_ones(argv, expected):
+    """Listed in the order of TrainConfig's fields, each with the reason."""
     found = cli_config(*argv).ineffective_options()
     assert [item.split(" (")[0] for item in found] == expected, found
     assert all(item.endswith(")") and " (" in item for item in found), found  # each says why
@@ -255,7 +256,7 @@ def test_cli_warns_about_options_the_algorithm_and_schedule_ignore(tmp_path):
                   "--stop-at-step", "2", "--out", str(out)], timeout=180)
     assert result.returncode == 0, result.stderr
     (line,) = warnings_in(result.stderr)
-    assert "--chromosome coarse (only crossover algorithms use it; the algorithm is allreduce)" in line, line
+    assert "--chromosome coarse (only crossover, hierarchical-crossover use it; the algorithm is allreduce)" in line, line
     assert "--poly-power 1.5 (only the poly schedule uses it; the schedule is cosine)" in line, line
 
 
@@ -267,3 +268,17 @@ def test_default_job_has_no_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert warnings_in(result.stderr) == [], result.stderr
     assert "WARNING" not in (out / "train.log").read_text()
+
+
+def test_every_algorithm_option_is_a_config_field():
+    """What each Algorithm declares in ``options`` names real TrainConfig fields."""
+    from dataclasses import fields
+
+    from crossover_sgd.algorithms import ALGORITHMS
+    from crossover_sgd.config import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    for algorithm in ALGORITHMS.values():
+        assert algorithm.options <= names, (algorithm.name, algorithm.options - names)
+    assert ALGORITHMS["allreduce"].options == {"sync_grad"}
+    assert ALGORITHMS["crossover"].options <= ALGORITHMS["hierarchical-crossover"].options | {"gossip_overlap"}

@@ -42,6 +42,7 @@ def _counting_allreduce_hook(stats: CommStats, bucket: dist.GradBucket) -> torch
 class AllReduceSGD(Algorithm):
     name = "allreduce"
     replicas_identical = True
+    options = frozenset({"sync_grad"})
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model

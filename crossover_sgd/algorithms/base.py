@@ -18,7 +18,7 @@ An algorithm counts its traffic in ``self.comm`` (bytes sent/received, seconds, 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar, ContextManager, Dict
+from typing import Any, ClassVar, ContextManager, Dict, FrozenSet
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ class Algorithm:
     #: True when every rank holds the same parameters after every step (evaluation is then
     #: sharded across ranks instead of repeated on each).
     replicas_identical: ClassVar[bool] = False
+    #: The TrainConfig fields of algorithm options this algorithm reads (a subclass adds its own);
+    #: the others are reported as without effect (:meth:`TrainConfig.ineffective_options`).
+    options: ClassVar[FrozenSet[str]] = frozenset()
 
     def __init__(self, ctx: DistContext, config: TrainConfig):
         self.ctx = ctx

@@ -37,6 +37,7 @@ __all__ = ["CrossoverSGD"]
 
 class CrossoverSGD(GossipAlgorithm):
     name = "crossover"
+    options = GossipAlgorithm.options | {"chromosome", "segments", "fair", "segmented", "gossip_overlap"}
 
     def split(self) -> List[Segment]:
         cfg = self.config

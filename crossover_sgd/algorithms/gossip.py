@@ -45,6 +45,7 @@ class GossipAlgorithm(Algorithm):
     """Base of algorithms whose replicas differ between steps and are mixed after each step."""
 
     replicas_identical = False
+    options = frozenset({"gossip_buffers", "gossip_momentum", "gossip_dtype"})
 
     def __init__(self, ctx, config):
         super().__init__(ctx, config)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 class HierarchicalCrossoverSGD(CrossoverSGD):
     name = "hierarchical-crossover"
+    options = (CrossoverSGD.options - {"gossip_overlap"}) | {"groupnum"}
 
     def __init__(self, ctx, config):
         super().__init__(ctx, config)

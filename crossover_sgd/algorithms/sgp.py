@@ -41,6 +41,7 @@ _WEIGHT_TAG = MAX_DTYPES - 1
 
 class SGP(GossipAlgorithm):
     name = "sgp"
+    options = GossipAlgorithm.options | {"sgp_peers", "gossip_overlap"}
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = super().prepare(model)

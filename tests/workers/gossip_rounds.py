@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from crossover_sgd.algorithms import build_algorithm
@@ -54,7 +55,21 @@ def momenta(model: nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, tor
             for n, p in model.named_parameters() if "momentum_buffer" in optimizer.state.get(p, {})}
 
 
-def run_variant(ctx, out: Path, name: str, spec: dict) -> None:
+class BatchCounter:
+    """Counts ``batch_isend_irecv`` calls (the real function still runs: a spy, not a mock)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.real = dist.batch_isend_irecv
+
+        def counted(ops):
+            self.calls += 1
+            return self.real(ops)
+
+        dist.batch_isend_irecv = counted
+
+
+def run_variant(ctx, out: Path, name: str, spec: dict, batches: BatchCounter) -> None:
     rounds, options, train = spec["rounds"], spec["options"], spec.get("train")
     config = TrainConfig(seed=11, **options)
     torch.manual_seed(0)
@@ -77,7 +92,7 @@ def run_variant(ctx, out: Path, name: str, spec: dict) -> None:
             optimizer.state[p]["momentum_buffer"] = torch.randn(p.shape, generator=generator)
     state = {"initial": params(model), "initial_buffers": float_buffers(model),
              "initial_momentum": momenta(model, optimizer), "rounds": rounds}
-    deltas, grads, pre_average_buffers = [], [], []
+    deltas, grads, pre_average_buffers, batches_per_round = [], [], [], []
     batches = torch.Generator().manual_seed(5000 + ctx.rank)  # a different batch on every rank
     for _ in range(rounds):
         if train:
@@ -94,12 +109,15 @@ def run_variant(ctx, out: Path, name: str, spec: dict) -> None:
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.add_(deltas[-1][n])
+        calls = batches.calls
         algorithm.after_step(optimizer)
+        batches_per_round.append(batches.calls - calls)
     algorithm.flush()
     state.update({"final": params(model), "final_buffers": float_buffers(model),
                   "final_momentum": momenta(model, optimizer), "segments": [s.names for s in algorithm.segments],
                   "comm": algorithm.comm.as_dict(), "deltas": deltas, "grads": grads,
-                  "pre_average_buffers": pre_average_buffers, "metrics": algorithm.metrics()})
+                  "pre_average_buffers": pre_average_buffers, "metrics": algorithm.metrics(),
+                  "batches_per_round": batches_per_round})
     if hierarchical:
         state["inter"] = algorithm.inter_comm.as_dict()
         state["owned_bytes"] = sum(s.nbytes for s, owner in zip(algorithm.segments, algorithm.owner_rank)
@@ -118,11 +136,12 @@ def main() -> None:
     out, variants = Path(sys.argv[1]), json.loads(sys.argv[2])
     info = detect_launch()
     ctx = init_distributed(info, device=torch.device("cpu"), backend="gloo", timeout_s=120)
+    batches = BatchCounter()
     try:
         for name, spec in variants.items():
             local_rank, local_size, node = logical_placement(info, spec["options"].get("gpu_per_node"))
             variant_ctx = replace(ctx, local_rank=local_rank, local_size=local_size, node_id=node)
-            run_variant(variant_ctx, out, name, spec)
+            run_variant(variant_ctx, out, name, spec, batches)
     finally:
         shutdown()
 
