@@ -84,3 +84,19 @@ def test_throughput_quick(tmp_path):
         for key in ("images_per_s", "plain_images_per_s", "ratio_to_plain", "step_s"):
             assert r[key] > 0, (r["case"], key)
     assert {g["case"] for g in data["goals"]} == {"none", "allreduce"}
+
+
+def test_consensus_sim_quick(tmp_path):
+    """Pure NumPy, one process: every schedule case at both sizes, rates and gaps in range."""
+    out = tmp_path / "consensus_sim.json"
+    result = run([sys.executable, str(ROOT / "benchmarks" / "consensus_sim.py"), "--quick", "--json", str(out)],
+                 timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "consensus_sim" and data["settings"]["sizes"] == [64, 256]
+    assert {(r["case"], r["n"]) for r in data["rows"]} == {(c, n) for c in data["settings"]["cases"] for n in (64, 256)}
+    for r in data["rows"]:
+        assert r["seconds"] > 0 and 0 <= r["empirical_rate"] < 1 and 0 < r["spectral_gap"] <= 1, r
+        assert r["final_error"] < 1, r  # the replicas moved towards their average
+    bad = run([sys.executable, str(ROOT / "benchmarks" / "consensus_sim.py"), "--sizes", "1"], timeout=60)
+    assert bad.returncode == 2 and "--sizes must be >= 2" in bad.stderr.splitlines()[-1]
