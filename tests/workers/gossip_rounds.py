@@ -69,7 +69,7 @@ class BatchCounter:
         dist.batch_isend_irecv = counted
 
 
-def run_variant(ctx, out: Path, name: str, spec: dict, batches: BatchCounter) -> None:
+def run_variant(ctx, out: Path, name: str, spec: dict, batch_calls: BatchCounter) -> None:
     rounds, options, train = spec["rounds"], spec["options"], spec.get("train")
     config = TrainConfig(seed=11, **options)
     torch.manual_seed(0)
@@ -109,9 +109,9 @@ def run_variant(ctx, out: Path, name: str, spec: dict, batches: BatchCounter) ->
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.add_(deltas[-1][n])
-        calls = batches.calls
+        calls = batch_calls.calls
         algorithm.after_step(optimizer)
-        batches_per_round.append(batches.calls - calls)
+        batches_per_round.append(batch_calls.calls - calls)
     algorithm.flush()
     state.update({"final": params(model), "final_buffers": float_buffers(model),
                   "final_momentum": momenta(model, optimizer), "segments": [s.names for s in algorithm.segments],
@@ -136,12 +136,12 @@ def main() -> None:
     out, variants = Path(sys.argv[1]), json.loads(sys.argv[2])
     info = detect_launch()
     ctx = init_distributed(info, device=torch.device("cpu"), backend="gloo", timeout_s=120)
-    batches = BatchCounter()
+    batch_calls = BatchCounter()
     try:
         for name, spec in variants.items():
             local_rank, local_size, node = logical_placement(info, spec["options"].get("gpu_per_node"))
             variant_ctx = replace(ctx, local_rank=local_rank, local_size=local_size, node_id=node)
-            run_variant(variant_ctx, out, name, spec, batches)
+            run_variant(variant_ctx, out, name, spec, batch_calls)
     finally:
         shutdown()
 
