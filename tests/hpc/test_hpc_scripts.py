@@ -109,3 +109,29 @@ def test_local_launch_is_one_node_only_and_resumes_an_existing_run(tmp_path):
     result = subprocess.run(["bash", str(SLURM / "train.sbatch")], capture_output=True, text=True, timeout=30,
                             cwd=tmp_path, env={**os.environ, **JOB_ENV, "LAUNCH": "local", "DRY_RUN": "1"})
     assert result.returncode == 2 and "LAUNCH=local runs on one node, this job has 8" in result.stderr
+
+
+def test_job_script_asks_for_the_warning_signal_and_requeue():
+    """The #SBATCH lines the preemption path relies on (the real run in test_hpc_slurm.py sends
+    the signal by hand): USR1 to the batch shell ("B:") minutes before the limit, requeue allowed,
+    output appended across restarts; and the shell traps USR1 and TERM."""
+    text = (SLURM / "train.sbatch").read_text()
+    directives = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("#SBATCH ")]
+    signal = [d for d in directives if d.startswith("--signal=")]
+    assert len(signal) == 1 and signal[0].startswith("--signal=B:USR1@"), directives
+    assert int(signal[0].rsplit("@", 1)[1]) >= 120  # time for a checkpoint before the limit
+    assert {"--requeue", "--open-mode=append"} <= set(directives)
+    assert "trap 'forward USR1' USR1" in text and "trap 'forward TERM' TERM" in text
+
+
+def test_every_environment_setting_of_the_job_script_is_explained():
+    """Each exported NCCL/OMP/runtime variable has a comment right above it (a block of comment
+    lines may explain several consecutive exports)."""
+    lines = (SLURM / "train.sbatch").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# ---- environment"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("# ----"))
+    exported = [i for i in range(start, end) if lines[i].startswith("export ")]
+    assert {lines[i].split("=", 1)[0][len("export "):] for i in exported} >= {
+        "OMP_NUM_THREADS", "SRUN_CPUS_PER_TASK", "PYTHONUNBUFFERED", "NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
+    for i in exported:
+        assert lines[i - 1].startswith("#"), f"train.sbatch: {lines[i]!r} has no comment above it"
