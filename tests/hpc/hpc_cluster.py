@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -102,7 +103,9 @@ InactiveLimit=0
 MailProg=/bin/true
 # schedule every second (pending and requeued jobs start without the default minute's delay)
 SchedulerParameters=sched_interval=1
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=8000 State=UNKNOWN
+# fake GPUs (character devices, see gres.conf) for jobs that request them: --gpus-per-node/-task
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=8000 Gres=gpu:{gpus} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES OverSubscribe=YES MaxTime=INFINITE State=UP
 """
 
@@ -110,8 +113,8 @@ PartitionName=debug Nodes=localhost Default=YES OverSubscribe=YES MaxTime=INFINI
 class SlurmCluster:
     """munged, slurmctld and slurmd of a one-node cluster whose files all live under ``root``."""
 
-    def __init__(self, root: Path, cpus: int = 8):
-        self.root, self.cpus = root, cpus
+    def __init__(self, root: Path, cpus: int = 8, gpus: int = 4):
+        self.root, self.cpus, self.gpus = root, cpus, gpus
         self.conf = root / "slurm.conf"
         self.procs: Dict[str, subprocess.Popen] = {}
 
@@ -144,7 +147,8 @@ class SlurmCluster:
         key.chmod(0o400)
         (d / "munge").chmod(0o700)
         self.conf.write_text(SLURM_CONF.format(d=d, ctld_port=free_port(), slurmd_port=free_port(),
-                                               cpus=self.cpus))
+                                               cpus=self.cpus, gpus=self.gpus))
+        self._fake_gpus()
         env = self.env()
         # munged forks into the background unless -F: keep it in the foreground so we own its pid
         self._spawn("munged", ["munged", "-F", "--force", f"--socket={d}/munge/munge.socket.2",
@@ -155,6 +159,17 @@ class SlurmCluster:
         self._spawn("slurmd", ["slurmd", "-D", "-N", "localhost", "-f", str(self.conf)], env)
         wait_for(self._node_idle, timeout, "the node to become idle (see the logs above)")
         return self
+
+    def _fake_gpus(self) -> None:
+        """``gpus`` fake GPUs: character devices (like /dev/null) that Slurm's gres plugin hands
+        out and announces in CUDA_VISIBLE_DEVICES; nothing can compute on them."""
+        dev = self.root / "dev"
+        dev.mkdir(exist_ok=True)
+        for i in range(self.gpus):
+            path = dev / f"gpu{i}"
+            if not path.exists():
+                os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        (self.root / "gres.conf").write_text(f"Name=gpu File={dev}/gpu[0-{self.gpus - 1}]\n")
 
     def _spawn(self, name: str, args: List[str], env: Dict[str, str]) -> None:
         out = open(self.root / "log" / f"{name}.stdio", "w")

@@ -287,3 +287,53 @@ def test_local_launch_in_the_batch_shell_stops_every_rank_when_one_is_signalled(
     assert f"another rank received a preemption signal: every rank stops after step {latest['step']}" \
         in train_log, train_log
     assert left == {}
+
+
+# --------------------------------------------------------------------------------------------
+# GPU requests, against fake GPUs (gres devices Slurm hands out; nothing computes on them)
+# --------------------------------------------------------------------------------------------
+
+def record_tasks(tmp_path: Path) -> Path:
+    """A stand-in for the job's python: every task writes its environment and arguments."""
+    fake = tmp_path / "record-task.sh"
+    fake.write_text(f'#!/bin/bash\nenv > {tmp_path}/task$SLURM_PROCID.env\nprintf "%s\\n" "$@" > {tmp_path}/task$SLURM_PROCID.args\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def task_env(path: Path) -> Dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def test_srun_gpus_per_task_gives_each_rank_its_own_gpu(slurm, tmp_path):
+    """``srun --gpus-per-task=1``: each task sees one GPU, its own, so every rank takes cuda:0."""
+    from crossover_sgd.runtime.process_group import gpu_index
+
+    fake = record_tasks(tmp_path)
+    slurm.run("srun", "-n", "4", "--gpus-per-task=1", str(fake), timeout=120)
+    envs = [task_env(tmp_path / f"task{r}.env") for r in range(4)]
+    visible = [env["CUDA_VISIBLE_DEVICES"] for env in envs]
+    assert all("," not in v for v in visible) and len(set(visible)) == 4, visible
+    assert [gpu_index(int(env["SLURM_LOCALID"]), 4, 1) for env in envs] == [0, 0, 0, 0]
+
+
+def test_gpu_job_script_requests_one_gpu_per_rank(slurm, tmp_path):
+    """train.sbatch with DEVICE=cuda submits itself with ``--gpus-per-node`` = ranks per node; the
+    real scheduler grants the GPUs, and every rank sees them and starts with ``--device cuda``."""
+    from crossover_sgd.runtime.process_group import gpu_index
+
+    fake, log_path = record_tasks(tmp_path), tmp_path / "job.out"
+    job = submit(slurm, ROOT / "scripts" / "slurm" / "train.sbatch",
+                 env={"DEVICE": "cuda", "GPUS_PER_NODE": "4", "CPUS_PER_RANK": "1", "PYTHON": str(fake),
+                      "OUT": str(tmp_path / "run"), "SBATCH_OUTPUT": str(log_path)})
+    info = slurm.wait_left_queue(job, timeout=JOB_TIMEOUT)
+    log = log_path.read_text()
+    assert (info["JobState"], info["ExitCode"], info["NumTasks"]) == ("COMPLETED", "0:0", "4"), log
+    assert "gres/gpu=4" in info.get("TRES", "") or "gpu:4" in info.get("TresPerNode", ""), info
+    envs = [task_env(tmp_path / f"task{r}.env") for r in range(4)]
+    visible = [env["CUDA_VISIBLE_DEVICES"].split(",") for env in envs]
+    assert all(len(v) == 4 for v in visible), visible  # the node's 4 GPUs, for every rank
+    assert sorted(gpu_index(int(env["SLURM_LOCALID"]), 4, 4) for env in envs) == [0, 1, 2, 3]  # one each
+    args = (tmp_path / "task0.args").read_text().split()
+    assert args[:4] == ["-m", "crossover_sgd", "train", "--algorithm"]
+    assert args[args.index("--device") + 1] == "cuda"
