@@ -423,3 +423,14 @@ def test_every_round_posts_all_its_messages_in_one_batch(gossip_runs, n):
             assert counts.max() == 1 and set(np.unique(counts)) <= {0, 1}, (name, counts)
         else:
             assert (counts == 1).all(), (name, counts)
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_push_sum_weights_sum_to_n_after_every_round(gossip_runs, n):
+    """Sequential push-sum: after every round (not only at the end) the weights sum to n."""
+    runs = gossip_runs(n)
+    for name in (name for name in runs if name.startswith("sgp_k")):
+        per_round = np.array([s["weights_per_round"] for s in runs[name]])  # ranks x rounds
+        assert per_round.shape == (n, ROUNDS), name
+        np.testing.assert_allclose(per_round.sum(axis=0), n, rtol=0, atol=1e-12, err_msg=name)
+        assert (per_round > 0).all(), name

@@ -92,7 +92,7 @@ def run_variant(ctx, out: Path, name: str, spec: dict, batch_calls: BatchCounter
             optimizer.state[p]["momentum_buffer"] = torch.randn(p.shape, generator=generator)
     state = {"initial": params(model), "initial_buffers": float_buffers(model),
              "initial_momentum": momenta(model, optimizer), "rounds": rounds}
-    deltas, grads, pre_average_buffers, batches_per_round = [], [], [], []
+    deltas, grads, pre_average_buffers, batches_per_round, weights_per_round = [], [], [], [], []
     batches = torch.Generator().manual_seed(5000 + ctx.rank)  # a different batch on every rank
     for _ in range(rounds):
         if train:
@@ -112,12 +112,14 @@ def run_variant(ctx, out: Path, name: str, spec: dict, batch_calls: BatchCounter
         calls = batch_calls.calls
         algorithm.after_step(optimizer)
         batches_per_round.append(batch_calls.calls - calls)
+        if hasattr(algorithm, "weight"):  # push-sum: this rank's weight after the round
+            weights_per_round.append(float(algorithm.weight))
     algorithm.flush()
     state.update({"final": params(model), "final_buffers": float_buffers(model),
                   "final_momentum": momenta(model, optimizer), "segments": [s.names for s in algorithm.segments],
                   "comm": algorithm.comm.as_dict(), "deltas": deltas, "grads": grads,
                   "pre_average_buffers": pre_average_buffers, "metrics": algorithm.metrics(),
-                  "batches_per_round": batches_per_round})
+                  "batches_per_round": batches_per_round, "weights_per_round": weights_per_round})
     if hierarchical:
         state["inter"] = algorithm.inter_comm.as_dict()
         state["owned_bytes"] = sum(s.nbytes for s, owner in zip(algorithm.segments, algorithm.owner_rank)
