@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool
+from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool, rename_flags
 from crossover_sgd.errors import ConfigError, DivergedError
 from crossover_sgd.runtime.local_launcher import CONFIG_ERROR_EXIT, claim_error_channel
 
@@ -272,10 +271,7 @@ def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optio
             if channel is None:
                 time.sleep(QUIET_EXIT_DELAY_S)
             return CONFIG_ERROR_EXIT
-        message = str(exc)
-        for new, old in (flag_names or {}).items():
-            message = re.sub(rf"{re.escape(new)}(?![\w-])", old, message)
-        line = " ".join(f"{prog}: error: {message}".splitlines())  # one line, whatever the message held
+        line = " ".join(f"{prog}: error: {rename_flags(str(exc), flag_names)}".splitlines())  # one line, whatever the message held
         if channel is not None:
             try:
                 os.write(channel, (line[:4000] + "\n").encode())  # below PIPE_BUF: one atomic write

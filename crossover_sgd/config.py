@@ -7,12 +7,14 @@ Both entry points (``crossover-sgd train`` and the legacy ``imagenet_test.py``) 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "LOG_LEVELS", "parse_bool"]
+__all__ = ["TrainConfig", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "LOG_LEVELS", "parse_bool",
+           "rename_flags"]
 
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
@@ -263,6 +265,15 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def rename_flags(text: str, names: Optional[Dict[str, str]]) -> str:
+    """``text`` with each flag ``new`` of ``names`` written as ``names[new]`` (the legacy script's
+    users know ``--batch_size``, not ``--batch-size``); a flag that merely starts with ``new``
+    is left alone."""
+    for new, old in (names or {}).items():
+        text = re.sub(rf"{re.escape(new)}(?![\w-])", old, text)
+    return text
 
 
 def divides_world_error(flag: str, value: int, world_size: int) -> ConfigError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,15 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def installed_program(name: str) -> Optional[str]:
+    """The program ``name`` that this Python's packages installed (beside the interpreter, e.g. a
+    virtual environment's bin/: the console script, the MPICH wheel's mpiexec), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
 
 
 def in_ci() -> bool:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-from support import child_env, read_metrics, run
+from support import child_env, installed_program, read_metrics, run
 
 pytestmark = pytest.mark.slow
 
 
 def test_default_job_reaches_90_percent_with_4_processes_within_2_minutes(tmp_path):
-    script = shutil.which("crossover-sgd") or str(Path(sys.executable).parent / "crossover-sgd")
-    assert Path(script).exists(), "the console script is not installed: pip install -e ."
+    script = installed_program("crossover-sgd")
+    assert script is not None, "the console script is not installed: pip install -e ."
     result = run([script, "train", "--nproc", "4"], cwd=tmp_path, timeout=120, env=child_env())
     assert result.returncode == 0, result.stderr
     (out,) = list((tmp_path / "runs").iterdir())  # the default output directory

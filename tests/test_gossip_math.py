@@ -143,6 +143,12 @@ def check_against_matrices(states, matrices_of_round, tolerance=1e-5, what=""):
                                    err_msg=name)
 
 
+def check_node_sends_the_model_once_per_round(states, g):
+    """Hierarchical: the G ranks of each node together send the whole model between nodes per round."""
+    for node in range(len(states) // g):
+        assert sum(s["inter"]["bytes_sent"] for s in states[node * g:(node + 1) * g]) == ROUNDS * model_bytes(states)
+
+
 def check_mean_conserved(states, what=""):
     for name in states[0]["initial" + what]:
         np.testing.assert_allclose(stacked(states, "final" + what, name).mean(0),
@@ -161,9 +167,7 @@ def test_crossover_equals_mixing_matrices_and_sends_the_model_once_per_round(gos
         for state in states:
             assert state["comm"]["bytes_sent"] == ROUNDS * model_bytes(states) // 2
     elif opts.get("fair", True):
-        for name_ in states[0]["initial"]:  # the global mean of every parameter is conserved
-            np.testing.assert_allclose(stacked(states, "final", name_).mean(0),
-                                       stacked(states, "initial", name_).mean(0), atol=1e-6)
+        check_mean_conserved(states)  # the global mean of every parameter
         for state in states:  # exactly the model's bytes each way per round
             assert state["comm"]["bytes_sent"] == state["comm"]["bytes_recv"] == ROUNDS * model_bytes(states)
     else:  # no fairness: a rank sends 0..n-1 copies, but the total over ranks is one copy per receiver
@@ -239,18 +243,12 @@ def test_hierarchical_equals_mixing_matrices_and_splits_inter_node_bytes(gossip_
     g = opts["gpu_per_node"]
     schedule = HierarchicalSchedule(n, len(states[0]["segments"]), SEED, local_size=g)
     check_against_matrices(states, schedule.mixing_matrices)
-    for name_ in states[0]["initial"]:
-        np.testing.assert_allclose(stacked(states, "final", name_).mean(0),
-                                   stacked(states, "initial", name_).mean(0), atol=1e-6)
-    total = model_bytes(states)
-    for node in range(n // g):
-        members = states[node * g:(node + 1) * g]
-        # the node sends the whole model per round between its G ranks, each its own share
-        assert sum(s["inter"]["bytes_sent"] for s in members) == ROUNDS * total
-        for s in members:
-            assert s["inter"]["bytes_sent"] == ROUNDS * s["owned_bytes"]
+    check_mean_conserved(states)
+    check_node_sends_the_model_once_per_round(states, g)
+    for s in states:  # each local rank carries its own share of the segments
+        assert s["inter"]["bytes_sent"] == ROUNDS * s["owned_bytes"]
     if g > 1:
-        assert max(s["owned_bytes"] for s in states) < total * 0.75  # every GPU carries only a share
+        assert max(s["owned_bytes"] for s in states) < model_bytes(states) * 0.75  # every GPU carries only a share
 
 
 @pytest.mark.parametrize("n,name", cases("buffers_crossover") + cases("momentum"))
@@ -393,8 +391,7 @@ def test_hierarchical_inter_node_bytes_per_gpu_are_model_over_g(gossip_runs, n, 
                                 "inter_node_bytes_recv": s["inter"]["bytes_recv"]}
         for key in ("bytes_sent", "bytes_recv"):
             assert s["inter"][key] == pytest.approx(ROUNDS * total / g, rel=0.01)
-    for node in range(n // g):
-        assert sum(s["inter"]["bytes_sent"] for s in states[node * g:(node + 1) * g]) == ROUNDS * total
+    check_node_sends_the_model_once_per_round(states, g)
 
 
 @pytest.mark.parametrize("n,name", cases("groupnum_hier"))
@@ -407,8 +404,7 @@ def test_hierarchical_groupnum_sets_the_node_layout(gossip_runs, n, name):
     schedule = HierarchicalSchedule(n, len(states[0]["segments"]), SEED, groupnum=2)
     check_against_matrices(states, schedule.mixing_matrices)
     check_mean_conserved(states)
-    for node in range(2):
-        assert sum(s["inter"]["bytes_sent"] for s in states[2 * node:2 * node + 2]) == ROUNDS * model_bytes(states)
+    check_node_sends_the_model_once_per_round(states, 2)
 
 
 @pytest.mark.parametrize("n", [3, 8])

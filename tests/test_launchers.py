@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import child_env, cli, kill_marked, marked_processes, read_metrics, run, unavailable
+from support import child_env, cli, installed_program, kill_marked, marked_processes, read_metrics, run, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +26,7 @@ LAUNCH_TIMEOUT = 120  # seconds; a launch-info takes ~5-10 s here
 PROC = Path("/proc")
 
 
-def _mpiexec() -> Optional[str]:
-    """The MPICH wheel's mpiexec (installed next to this Python), else the one on PATH."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
-
-
-MPIEXEC = _mpiexec()
+MPIEXEC = installed_program("mpiexec")  # the MPICH wheel's, next to this Python
 
 
 @pytest.fixture

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import pytest
 
-from support import ROOT, child_env
+from support import ROOT, child_env, installed_program
 
 try:
     import tomllib
@@ -111,19 +110,11 @@ def test_packages_import_from_this_checkout(tmp_path):
             f"{name} imports from {where}, not from this checkout {ROOT}: run pip install -e . here")
 
 
-def script_path() -> Optional[str]:
-    """The console script next to the interpreter (a virtual environment's bin/) or on PATH."""
-    beside = Path(sys.executable).parent / SCRIPT
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(SCRIPT)
-
-
 @pytest.mark.parametrize("args,expected", [(["--help"], ["train", "launch-info", "experiment", "plot"]),
                                            (["train", "--help"], ["--algorithm", "--nproc", "--log-level"])],
                          ids=["help", "train-help"])
 def test_console_script_runs(tmp_path, args, expected):
-    script = script_path()
+    script = installed_program(SCRIPT)
     assert script is not None, f"no {SCRIPT} script next to {sys.executable} or on PATH: pip install -e ."
     result = subprocess.run([script, *args], capture_output=True, text=True, timeout=120, env=child_env(),
                             cwd=tmp_path)

@@ -74,9 +74,7 @@ class CrossoverSGD(GossipAlgorithm):
             part = SegmentRound(flat)
             own = flat.pack()
             if overlap:  # the segment changes while its message travels: send a snapshot
-                part.sent = flat.scratch(slot="sent")
-                torch._foreach_copy_(part.sent, own)
-                own = part.sent
+                own = part.sent = flat.snapshot(own)
             wire = self.to_wire(own)
             for receiver in peers.receivers(s, rank):
                 part.sends += self.messages(receiver, s, wire)

@@ -87,9 +87,7 @@ class SGP(GossipAlgorithm):
         (flat,) = self.flats
         outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
         if self.config.gossip_overlap and outgoing[0] is self.numerators[0]:
-            sent = flat.scratch(slot="sent")  # x changes while the messages travel: send a copy
-            torch._foreach_copy_(sent, outgoing)
-            outgoing = sent
+            outgoing = flat.snapshot(outgoing)  # x changes while the messages travel: send a copy
         outgoing_w = self._weight_buffer("sent")
         outgoing_w.copy_(self.weight.reshape(1))
         sends: List[Message] = []

@@ -77,6 +77,13 @@ class FlatParams:
             self._scratch[key] = [torch.empty_like(buf, dtype=dtype or buf.dtype) for buf in self.buffers.values()]
         return self._scratch[key]
 
+    def snapshot(self, values: Sequence[torch.Tensor], slot: str = "sent") -> List[torch.Tensor]:
+        """A copy of ``values`` (tensors shaped like ``buffers``) in the scratch set ``slot``: what
+        an overlapped round sends, since the originals change while the messages travel."""
+        copies = self.scratch(slot=slot)
+        torch._foreach_copy_(copies, list(values))
+        return copies
+
     @property
     def nbytes(self) -> int:
         return sum(buf.numel() * buf.element_size() for buf in self.buffers.values())

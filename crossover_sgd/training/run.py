@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from datetime import datetime
@@ -20,7 +19,7 @@ import torch.distributed as dist
 
 from crossover_sgd.algorithms import build_algorithm
 from crossover_sgd.atomic import atomic_write_json
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.config import TrainConfig, rename_flags
 from crossover_sgd.errors import ConfigError, PeerError
 from crossover_sgd.logs import add_log_file, setup_logging
 from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
@@ -109,10 +108,7 @@ def warn_ineffective_options(config: TrainConfig, flag_names: Dict[str, str]) ->
     pass every flag to every algorithm: they are accepted, but the user should know)."""
     unused = config.ineffective_options()
     if unused:
-        text = "; ".join(unused)
-        for new, old in flag_names.items():
-            text = re.sub(rf"{re.escape(new)}(?![\w-])", old, text)
-        log.warning("options without effect in this run: %s", text)
+        log.warning("options without effect in this run: %s", rename_flags("; ".join(unused), flag_names))
 
 
 def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:

@@ -22,7 +22,7 @@ for folder in (HERE.parent, HERE):  # tests/ (support.py) and this folder (hpc_c
         sys.path.insert(0, str(folder))
 
 from hpc_cluster import SlurmCluster, ensure_slurm_installed, unavailable  # noqa: E402
-from support import ROOT  # noqa: E402
+from support import ROOT, installed_program  # noqa: E402
 
 INSTALL_OPENMPI = ROOT / "scripts" / "ci" / "install-openmpi.sh"
 
@@ -52,8 +52,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mpich_mpiexec() -> str:
     """The MPICH wheel's mpiexec (the test extra installs it next to this Python)."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    found = installed_program("mpiexec")
     if found is None:
         unavailable("no mpiexec: install the test extra (pip install -e '.[test]' brings the mpich wheel)")
     version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30).stdout
