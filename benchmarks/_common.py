@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 
-from crossover_sgd.algorithms import Algorithm, build_algorithm  # noqa: E402
+from crossover_sgd.algorithms import Algorithm, build_algorithm, make_config  # noqa: E402
 from crossover_sgd.config import TrainConfig  # noqa: E402
 from crossover_sgd.runtime.process_group import DistContext  # noqa: E402
 
@@ -280,7 +280,7 @@ class Case:
         per_node = opts.pop("ranks_per_node", None)
         if per_node is not None:
             opts["groupnum"] = world_size // per_node
-        return TrainConfig(**{**opts, **extra})
+        return make_config(**{**opts, **extra})
 
 
 #: Every algorithm setting the benchmarks know, by label.

@@ -9,36 +9,21 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
-import time
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig, parse_bool, rename_flags
-from crossover_sgd.errors import ConfigError, DivergedError
-from crossover_sgd.runtime.local_launcher import CONFIG_ERROR_EXIT, claim_error_channel
+from crossover_sgd.algorithms.registry import REGISTERED, OptionValues, option_groups
+from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig
+from crossover_sgd.console import OneLineParser, add_flag as _add, report_errors, str_bool
+from crossover_sgd.errors import ConfigError
+from crossover_sgd.runtime.local_launcher import claim_error_channel
 
-__all__ = ["main", "build_parser", "OneLineParser", "str_bool", "run_train", "report_errors"]
+__all__ = ["main", "build_parser", "run_train", "config_from_args", "TRAIN_FLAG_NAMES"]
 
 PROG = "crossover-sgd"
-#: How long a rank that leaves the report of a shared error to rank 0 waits before exiting.
-QUIET_EXIT_DELAY_S = 3.0
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage dump) with exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog.split()[0]}: error: {message}\n")
-
-
-def str_bool(text: str) -> bool:
-    """argparse type for the original scripts' ``True``/``False`` strings."""
-    try:
-        return parse_bool(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+#: Settings whose flag ``crossover-sgd train`` writes in messages with underscores (the
+#: launcher-facing flags, as the study's job scripts spell them); the others are ``--dashed-name``.
+TRAIN_FLAG_NAMES = {"world_size": "--world_size", "gpu_per_node": "--gpu_per_node"}
 
 
 def log_level(text: str) -> str:
@@ -48,41 +33,23 @@ def log_level(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
 
 
-def _add(group, *names: str, **kwargs) -> None:
-    """Add a flag under its dashed name and its underscored alias (``--batch-size``/``--batch_size``)."""
-    aliases = []
-    for name in names:
-        aliases.append(name)
-        underscored = name.replace("-", "_").replace("__", "--", 1)
-        if underscored != name:
-            aliases.append(underscored)
-    group.add_argument(*aliases, **kwargs)
+_TYPES: Dict[type, Callable[[str], Any]] = {bool: str_bool, int: int, float: float, str: str}
+
+
+def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag group per group of algorithm options (:func:`registry.option_groups`)."""
+    for title, specs in option_groups():
+        g = parser.add_argument_group(f"options of {title}")
+        for spec in specs:
+            _add(g, f"--{spec.name.replace('_', '-')}", *spec.aliases, dest=spec.name, type=_TYPES[spec.type],
+                 default=spec.default, metavar=spec.metavar, help=spec.help)
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = parser.add_argument_group("algorithm")
-    _add(g, "--algorithm", default=d.algorithm, help="allreduce, sgp, crossover or hierarchical-crossover")
-    _add(g, "--sync-grad", type=str_bool, default=d.sync_grad, metavar="BOOL",
-         help="allreduce: average gradients before the step (True) or parameters after it (False)")
-    _add(g, "--chromosome", default=d.chromosome, help="crossover segments: coarse (stages) or fine (blocks)")
-    _add(g, "--segments", type=int, default=None, help="crossover: N segments of about equal bytes instead")
-    _add(g, "--fair", type=str_bool, default=d.fair, metavar="BOOL",
-         help="crossover: load-balanced senders (False: the study's 'no fairness' ablation)")
-    _add(g, "--segmented", type=str_bool, default=d.segmented, metavar="BOOL",
-         help="crossover: a peer per segment (False: the 'no segmentation' ablation)")
-    _add(g, "--groupnum", type=int, default=None,
-         help="hierarchical-crossover: number of nodes (default: the launcher's / --gpu_per_node)")
-    _add(g, "--sgp-peers", type=int, default=d.sgp_peers, help="sgp: out-peers per round")
-    _add(g, "--gossip-overlap", "--sgp-overlap", type=str_bool, default=d.gossip_overlap, metavar="BOOL",
-         help="sgp, crossover: overlap the exchange with the next step's computation, mixed one step late "
-              "(for sgp: OSGP)")
-    _add(g, "--gossip-buffers", type=str_bool, default=d.gossip_buffers, metavar="BOOL",
-         help="gossip: also mix BatchNorm running statistics")
-    _add(g, "--gossip-momentum", type=str_bool, default=d.gossip_momentum, metavar="BOOL",
-         help="gossip: also mix momentum buffers (default: kept local, as in the study)")
-    _add(g, "--gossip-dtype", default=d.gossip_dtype,
-         help="gossip: dtype of messages: model (default), fp32, fp16 or bf16 (half the bytes)")
+    _add(g, "--algorithm", default=d.algorithm, help=", ".join(cls.name for cls in REGISTERED))
+    add_algorithm_flags(parser)
     g = parser.add_argument_group("data and model")
     _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
     _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")
@@ -154,7 +121,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """A TrainConfig from the parsed flags of ``add_train_flags``."""
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
     values["step_milestones"] = tuple(values["step_milestones"])
-    return TrainConfig(**values)
+    options = OptionValues({spec.name: getattr(args, spec.name) for _, specs in option_groups() for spec in specs})
+    return TrainConfig(**values, options=options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,28 +163,17 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
 
 
 def run_train(config: TrainConfig, command: List[str], flag_names: Optional[Dict[str, str]] = None) -> int:
-    """Validate ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank;
-    ``flag_names`` renames flags in the warning about options without effect (legacy names)."""
+    """Check ``config`` and train; ``command`` is what ``--nproc`` re-runs in every rank;
+    ``flag_names`` writes settings as the entry point's flags (legacy names)."""
     config.validate()
     if config.nproc is not None:
-        import torch
-
-        from crossover_sgd.training.checkpoint import published_checkpoint
-        from crossover_sgd.training.precision import check_amp
-        from crossover_sgd.training.data import preflight_data
-        from crossover_sgd.training.outputs import check_out_dir
-        from crossover_sgd.training.run import default_out_dir
+        from crossover_sgd.training.outputs import default_out_dir
+        from crossover_sgd.training.preflight import launcher_device, preflight
 
         if config.out is None:  # choose it once for every rank, and tell the user where it is
             config.out = str(default_out_dir(config))
             command = command + ["--out", config.out]
-        else:
-            check_out_dir(Path(config.out), resume=config.resume)
-            if config.resume:
-                published_checkpoint(Path(config.out), config.nproc)
-        preflight_data(config)
-        if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
-            check_amp(config.amp, torch.device("cpu"))
+        preflight(config, config.nproc, launcher_device(config))
         # stdout: stderr is kept for errors (bad input found in the ranks is then its only line)
         print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", flush=True)
     from crossover_sgd.training.run import run_worker
@@ -245,41 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        return report_errors(lambda: run_train(config_from_args(args), command))
+        names = TRAIN_FLAG_NAMES
+        return report_errors(lambda: run_train(config_from_args(args), command, names), PROG, names)
     if hasattr(args, "handler"):  # experiment, plot
-        return report_errors(lambda: args.handler(args))
-    return report_errors(lambda: _launch_info(args, command))
-
-
-def report_errors(action: Callable[[], int], prog: str = PROG, flag_names: Optional[Dict[str, str]] = None) -> int:
-    """Run ``action``; bad input becomes one line on stderr and exit code 2.
-
-    ``flag_names`` renames flags in messages (the legacy script's users know other names). In a
-    rank of ``--nproc N`` the line goes to the local launcher, which prints it once for all ranks
-    (see :mod:`crossover_sgd.runtime.local_launcher`). A ``quiet`` error (every rank found it,
-    rank 0 reports it) prints nothing; under other launchers such a rank waits a moment before it
-    exits, so that the launcher does not stop rank 0 before its line is out.
-    """
-    try:
-        return action()
-    except DivergedError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except ConfigError as exc:
-        channel = claim_error_channel()
-        if exc.quiet:
-            if channel is None:
-                time.sleep(QUIET_EXIT_DELAY_S)
-            return CONFIG_ERROR_EXIT
-        line = " ".join(f"{prog}: error: {rename_flags(str(exc), flag_names)}".splitlines())  # one line, whatever the message held
-        if channel is not None:
-            try:
-                os.write(channel, (line[:4000] + "\n").encode())  # below PIPE_BUF: one atomic write
-                return CONFIG_ERROR_EXIT
-            except OSError:
-                pass
-        print(line, file=sys.stderr)
-        return CONFIG_ERROR_EXIT
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return report_errors(lambda: args.handler(args), PROG)
+    return report_errors(lambda: _launch_info(args, command), PROG)

@@ -20,8 +20,10 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from crossover_sgd.cli import OneLineParser, report_errors, run_train, str_bool
+from crossover_sgd.algorithms import make_config
+from crossover_sgd.cli import TRAIN_FLAG_NAMES, run_train
 from crossover_sgd.config import TrainConfig
+from crossover_sgd.console import OneLineParser, report_errors, str_bool
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.local_launcher import claim_error_channel
 
@@ -39,13 +41,13 @@ def amp_mode(text: str) -> str:
     return "fp16" if str_bool(text) else "off"
 
 
-#: ``crossover-sgd train`` flag -> the original script's name for it (used in error messages).
-LEGACY_NAMES = {"--batch-size": "--batch_size", "--local-itr": "--local_itr", "--epochs": "--maxepoch",
-                "--lr": "--baselr", "--lr-schedule": "--lrdecay", "--warmup-epochs": "--warmup_epoch",
-                "--data-dir": "--data", "--seed": "--manual_seed", "--eval-every": "--eval_every",
-                "--weight-decay": "--weight_decay", "--sync-grad": "--sync_grad", "--lars-coef": "--lars_coef",
-                "--sync-lars-group-size": "--sync_lars_group_size",
-                "--sync-lars-start-epoch": "--sync_lars_start_epoch"}
+#: Setting -> the original script's flag for it (messages name the flags its users typed).
+LEGACY_NAMES = {**TRAIN_FLAG_NAMES, "batch_size": "--batch_size", "local_itr": "--local_itr",
+                "epochs": "--maxepoch", "lr": "--baselr", "lr_schedule": "--lrdecay",
+                "warmup_epochs": "--warmup_epoch", "data_dir": "--data", "seed": "--manual_seed",
+                "eval_every": "--eval_every", "weight_decay": "--weight_decay", "sync_grad": "--sync_grad",
+                "lars_coef": "--lars_coef", "sync_lars_group_size": "--sync_lars_group_size",
+                "sync_lars_start_epoch": "--sync_lars_start_epoch"}
 
 
 def build_legacy_parser() -> argparse.ArgumentParser:
@@ -102,7 +104,7 @@ def legacy_config(args: argparse.Namespace) -> TrainConfig:
         if algorithm != "crossover":
             raise ConfigError(f"--groupnum {args.groupnum} applies to Crossover-SGD only: add --crossover True")
         algorithm = "hierarchical-crossover"
-    return TrainConfig(
+    return make_config(
         algorithm=algorithm, sync_grad=True if args.sync_grad is None else args.sync_grad,
         chromosome=args.chromosome or "fine", groupnum=args.groupnum,
         dataset=args.dataset, data_dir=args.data_dir, model=args.model, workers=args.workers,
@@ -125,4 +127,4 @@ def main(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> 
     command = [sys.executable, script or sys.argv[0]] + argv
     args = build_legacy_parser().parse_args(argv)
     return report_errors(lambda: run_train(legacy_config(args), command, flag_names=LEGACY_NAMES),
-                         prog=PROG, flag_names=LEGACY_NAMES)
+                         PROG, LEGACY_NAMES)

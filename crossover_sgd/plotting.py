@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m crossover_sgd.plotting RUN_DIR...``: the same as ``crossover-sgd plot``."""
-    from crossover_sgd.cli import OneLineParser, report_errors
+    from crossover_sgd.console import OneLineParser, report_errors
 
     parser = configure(OneLineParser(prog="crossover-sgd plot", description=DESCRIPTION))
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from crossover_sgd.comm.segments import split_model
+from crossover_sgd.algorithms.gossip.segments import split_model
 from crossover_sgd.training.models import build_model
 from support import cli, read_metrics
 from topology import assign_segments_to_local_ranks

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from crossover_sgd.comm.segments import attach_momentum, split_model
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.algorithms.gossip.segments import attach_momentum, split_model
+from crossover_sgd.algorithms import make_config
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.training.models import SmallCNN
 
@@ -55,7 +55,7 @@ def test_unknown_chromosome_is_refused():
     with pytest.raises(ConfigError, match="coarse or fine"):
         split_model(SmallCNN(), "medium")
     with pytest.raises(ConfigError, match="--chromosome 'medium'"):
-        TrainConfig(chromosome="medium").validate()
+        make_config(chromosome="medium").validate()
 
 
 def test_small_models_get_generic_segments():

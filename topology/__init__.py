@@ -1,5 +1,8 @@
 """Gossip topologies for decentralized data-parallel training (pure NumPy, no torch).
 
+* :mod:`topology.schedule` — :class:`PeerSchedule`, the protocol every schedule
+  implements (``transfers(rank, round)``, ``mixing_matrices(round)``, ...), and
+  :class:`Transfer`.
 * :mod:`topology.derangement` — uniform random derangements keyed by
   ``SeedSequence([seed, round, segment])`` (identical on every rank, no communication).
 * :mod:`topology.crossover` — Crossover-SGD's load-balanced random topology, one map
@@ -8,6 +11,9 @@
   round, all peers, SGP's N-peer and bipartite variants) and the ring.
 * :mod:`topology.hierarchy` — ranks -> nodes, crossover between nodes, segments
   spread over local ranks ("use every GPU's link").
+* :mod:`topology.graph` — static undirected graphs (neighbours, edge indices,
+  Laplacian, Metropolis-Hastings weights; ring, torus, random regular, ...) for
+  D-SGD and the per-edge methods.
 * :mod:`topology.mixing` — dense mixing matrices; orientation ``x_new = W @ x`` with
   the replicas' values stacked as rows.
 * :mod:`topology.spectral` — spectral gap as a per-round mean-square contraction
@@ -36,7 +42,8 @@ from .exponential import (
     RotatingGraph,
     num_powers_of_two_below,
 )
-from .hierarchy import HierarchicalSchedule, NodeLayout, Transfer, assign_segments_to_local_ranks
+from .graph import GRAPH_KINDS, Graph, make_graph
+from .hierarchy import HierarchicalSchedule, InterNodeTransfer, NodeLayout, assign_segments_to_local_ranks
 from .mixing import (
     apply_dense,
     crossover_matrix,
@@ -51,10 +58,16 @@ from .mixing import (
     segment_slices,
 )
 from .registry import SCHEDULES, Schedule, make_schedule
+from .schedule import PeerSchedule, Transfer, check_transfers, round_plan
 from .simulate import SimulationResult, random_initial_values, simulate
 from .spectral import GAP_METHODS, GapEstimate, lanczos_max_eigenvalue, mean_square_rate, spectral_gap
 
 __all__ = [
+    # the schedule protocol
+    "PeerSchedule",
+    "Transfer",
+    "round_plan",
+    "check_transfers",
     # derangement
     "DERANGEMENT_METHOD",
     "count_derangements",
@@ -77,9 +90,13 @@ __all__ = [
     "num_powers_of_two_below",
     # hierarchy
     "NodeLayout",
-    "Transfer",
+    "InterNodeTransfer",
     "HierarchicalSchedule",
     "assign_segments_to_local_ranks",
+    # static graphs
+    "Graph",
+    "GRAPH_KINDS",
+    "make_graph",
     # mixing matrices
     "segment_slices",
     "gather_matrix",

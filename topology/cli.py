@@ -3,6 +3,7 @@
     python -m topology peers --schedule crossover --n 8 --segments 3 --rounds 2 --seed 0
     python -m topology simulate --schedule exponential --k 1 --n 4096 --rounds 50 \\
         [--json out.json] [--plot out.png]
+    python -m topology peers --schedule graph --graph torus --n 12      (or --edge-file edges.txt)
 
 Bad input prints one line ``python -m topology <cmd>: error: ...`` on stderr and exits with 2.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from .crossover import CrossoverSchedule
 from .exponential import RotatingGraph
+from .graph import GRAPH_KINDS, Graph
 from .hierarchy import HierarchicalSchedule
 from .registry import SCHEDULES, Schedule, make_schedule
 from .simulate import SimulationResult, random_initial_values, simulate
@@ -67,7 +69,12 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmented", action=argparse.BooleanOptionalAction, default=True,
                    help="one map per segment (--no-segmented: one map per round)")
     p.add_argument("--k", type=_int_at_least(1, "k (peers per round)"), default=None,
-                   help="peers per round (exponential, sgp-npeer, bipartite-exponential; default 1)")
+                   help="peers per round (exponential, sgp-npeer, bipartite-exponential; default 1); "
+                        "degree of --graph regular, expected degree of --graph erdos-renyi")
+    p.add_argument("--graph", choices=GRAPH_KINDS, default=None,
+                   help="graph schedule: the static graph on n ranks (random ones drawn from --seed)")
+    p.add_argument("--edge-file", metavar="PATH", default=None,
+                   help="graph schedule: read the graph from an edge list ('i j' per line, # comments)")
     p.add_argument("--bidirectional", action="store_true",
                    help="exponential: SGP code's +1,-1,+2,-2,... phone book")
     p.add_argument("--local-size", type=_int_at_least(1, "local-size"), default=None,
@@ -106,6 +113,7 @@ def _schedule_from_args(args: argparse.Namespace) -> Schedule:
         args.schedule, args.n, segments=args.segments, seed=args.seed, fair=args.fair,
         segmented=args.segmented, k=args.k, bidirectional=args.bidirectional,
         local_size=args.local_size, groupnum=args.groupnum, segment_bytes=args.segment_bytes,
+        graph=args.graph, edge_file=args.edge_file,
     )
 
 
@@ -136,6 +144,9 @@ def _print_peers(schedule: Schedule, start: int, rounds: int) -> None:
                 )
                 print(f"  rank {rank} (node {layout.node_of(rank)}, local {layout.local_rank(rank)}): "
                       f"{items or '-'}")
+        elif isinstance(schedule, Graph):
+            for rank in range(schedule.n):
+                print(f"  rank {rank}: neighbours {list(schedule.neighbours(rank))}")
         else:
             assert isinstance(schedule, RotatingGraph)
             print(f"  offsets {list(schedule.offsets_at(t))}")
@@ -207,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         schedule = _schedule_from_args(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError: an unreadable --edge-file
         args.command_parser.error(str(exc))
     if args.command == "peers":
         _print_peers(schedule, args.start_round, args.rounds)

@@ -39,6 +39,7 @@ import numpy as np
 
 from .derangement import key_bit_generator, sample_derangement, sample_other_ranks
 from .mixing import crossover_matrix, segment_slices
+from .schedule import Transfer
 
 __all__ = ["PeerMap", "CrossoverSchedule", "crossover_mean_square_rate"]
 
@@ -153,6 +154,7 @@ class CrossoverSchedule:
 
     push_sum = False
     period = None  # rounds are i.i.d. random, not periodic
+    local_size = 1  # no intra-node stage
 
     def __init__(
         self, n: int, num_segments: int, seed: int, fair: bool = True, segmented: bool = True
@@ -196,6 +198,18 @@ class CrossoverSchedule:
     def peers(self, round: int) -> PeerMap:
         """The :class:`PeerMap` of ``round``."""
         return PeerMap(self.recv_from(round))
+
+    def transfers(self, rank: int, round: int) -> list[Transfer]:
+        """Per segment, the ranks that picked ``rank`` and the one it picked (none when ``n == 1``)."""
+        rank = operator.index(rank)
+        if not 0 <= rank < self.n:
+            raise ValueError(f"rank must be in 0..{self.n - 1}, got rank={rank}")
+        peers = self.peers(round)
+        out = []
+        for s in range(self.num_segments):
+            source = int(peers.recv_from[s, rank])
+            out.append(Transfer(s, tuple(peers.receivers(s, rank)), () if source == rank else (source,)))
+        return out
 
     def mixing_matrices(self, round: int) -> np.ndarray:
         """``(num_segments, n, n)``: ``W_s = (I + P_s) / 2``, ``x_new = W_s @ x``."""

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from .mixing import push_sum_matrix
+from .schedule import Transfer
 
 __all__ = [
     "RotatingGraph",
@@ -79,6 +80,7 @@ class RotatingGraph:
 
     push_sum = True
     num_segments = 1
+    local_size = 1  # no intra-node stage
 
     def __init__(self, n: int, offsets: Sequence[int], k: int, name: str) -> None:
         n = operator.index(n)
@@ -127,6 +129,10 @@ class RotatingGraph:
         """Ranks that ``rank`` receives from in ``round`` (in offset order)."""
         rank = self._check_rank(rank)
         return [(rank - o) % self.n for o in self.offsets_at(round)]
+
+    def transfers(self, rank: int, round: int) -> list[Transfer]:
+        """The whole model (segment 0): sent to :meth:`out_peers`, received from :meth:`in_peers`."""
+        return [Transfer(0, tuple(self.out_peers(rank, round)), tuple(self.in_peers(rank, round)))]
 
     def out_peer_array(self, round: int) -> np.ndarray:
         """``(n, k)``: row ``i`` = ``out_peers(i, round)``."""

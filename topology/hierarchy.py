@@ -20,7 +20,9 @@ One round (per segment ``s``)
     Segments are split among the ``G`` local ranks so that each carries about the
     same number of bytes (:func:`assign_segments_to_local_ranks`). For segment
     ``s`` owned by local rank ``l``, rank ``(a, l)`` sends to ``(send node, l)`` and
-    receives from ``(node_recv_from[s][a], l)`` (:meth:`HierarchicalSchedule.inter_node_plan`).
+    receives from ``(node_recv_from[s][a], l)`` (:meth:`HierarchicalSchedule.transfers`, in the
+    form of :mod:`topology.schedule`; :meth:`HierarchicalSchedule.inter_node_plan` gives the same
+    plan for all ranks as :class:`InterNodeTransfer`, with a single source).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import numpy as np
 
 from .crossover import CrossoverSchedule, crossover_mean_square_rate
 from .mixing import hierarchical_matrix, intra_node_matrix, lift_node_matrix, segment_slices
+from .schedule import Transfer
 
 __all__ = [
     "NodeLayout",
-    "Transfer",
+    "InterNodeTransfer",
     "assign_segments_to_local_ranks",
     "HierarchicalSchedule",
 ]
@@ -121,13 +124,14 @@ def assign_segments_to_local_ranks(segment_bytes: Sequence[int], local_size: int
     return [sorted(segs) for segs in owned]
 
 
-class Transfer(NamedTuple):
-    """One rank's inter-node work for one segment in one round.
+class InterNodeTransfer(NamedTuple):
+    """One rank's inter-node work for one segment in one round (:meth:`HierarchicalSchedule.inter_node_plan`).
 
     ``send_to``: ranks that receive this rank's copy of ``segment`` (exactly one
     with ``fair=True``; any number with ``fair=False``; empty with a single node).
     ``recv_from``: the rank whose copy this rank averages with (itself when there
-    is a single node, meaning no exchange).
+    is a single node, meaning no exchange). The general form, with a tuple of
+    sources, is :class:`topology.schedule.Transfer` (:meth:`HierarchicalSchedule.transfers`).
     """
 
     segment: int
@@ -193,17 +197,19 @@ class HierarchicalSchedule:
         """The node-level :class:`topology.crossover.PeerMap` of ``round``."""
         return self.node_schedule.peers(round)
 
-    def inter_node_plan(self, round: int) -> list[list[Transfer]]:
-        """Per rank, its :class:`Transfer` list (segments it owns, ascending) for ``round``."""
+    def _plan(self, round: int, ranks: Sequence[int]) -> list[list[InterNodeTransfer]]:
         node_map = self.node_schedule.peers(round)
         layout = self.layout
-        sends = [node_map.send_lists(s) for s in range(self.num_segments)]
-        plan: list[list[Transfer]] = []
-        for rank in range(layout.n):
+        sends: dict[int, list[list[int]]] = {}  # segment -> per node, the nodes it sends to
+        plan: list[list[InterNodeTransfer]] = []
+        for rank in ranks:
             node, local = layout.node_of(rank), layout.local_rank(rank)
+            for s in self.owners[local]:
+                if s not in sends:
+                    sends[s] = node_map.send_lists(s)
             plan.append(
                 [
-                    Transfer(
+                    InterNodeTransfer(
                         segment=s,
                         send_to=tuple(layout.rank_of(b, local) for b in sends[s][node]),
                         recv_from=layout.rank_of(int(node_map.recv_from[s, node]), local),
@@ -212,6 +218,22 @@ class HierarchicalSchedule:
                 ]
             )
         return plan
+
+    def inter_node_plan(self, round: int) -> list[list[InterNodeTransfer]]:
+        """Per rank, its :class:`InterNodeTransfer` list (segments it owns, ascending) for ``round``."""
+        return self._plan(round, range(self.n))
+
+    def transfers(self, rank: int, round: int) -> list[Transfer]:
+        """``rank``'s inter-node :class:`~topology.schedule.Transfer` per segment it owns.
+
+        The intra-node stages (averaging before, sharing the result after) are collectives
+        inside the node and not listed; ``local_size`` tells generic code they exist.
+        """
+        (plan,) = self._plan(round, [rank])
+        return [
+            Transfer(tr.segment, tr.send_to, () if tr.recv_from == rank else (tr.recv_from,))
+            for tr in plan
+        ]
 
     def intra_node_matrix(self) -> np.ndarray:
         """``kron(I_N, 1 1^T / G)``."""

@@ -3,12 +3,16 @@
 Names: ``crossover`` (+ ``fair``/``segmented`` ablations), ``hierarchical``
 (``local_size`` or ``groupnum``), ``exponential`` (``k``, ``bidirectional``),
 ``exponential-all`` (all power-of-two peers every round), ``sgp-npeer`` (``k``),
-``bipartite-exponential`` (``k``), ``ring``.
+``bipartite-exponential`` (``k``), ``ring``, ``graph`` (a static undirected graph:
+``graph`` = one of :data:`topology.graph.GRAPH_KINDS`, with ``k`` the degree of
+``regular`` / expected degree of ``erdos-renyi``, or ``edge_file``). Every schedule
+implements :class:`topology.schedule.PeerSchedule`, which is what ``Schedule`` names.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+import os
+from typing import Sequence
 
 from .crossover import CrossoverSchedule
 from .exponential import (
@@ -16,9 +20,10 @@ from .exponential import (
     ExponentialGraph,
     NPeerExponentialGraph,
     RingGraph,
-    RotatingGraph,
 )
+from .graph import GRAPH_KINDS, Graph, make_graph
 from .hierarchy import HierarchicalSchedule
+from .schedule import PeerSchedule
 
 __all__ = ["SCHEDULES", "Schedule", "make_schedule"]
 
@@ -30,9 +35,11 @@ SCHEDULES = (
     "sgp-npeer",
     "bipartite-exponential",
     "ring",
+    "graph",
 )
 
-Schedule = Union[CrossoverSchedule, HierarchicalSchedule, RotatingGraph]
+#: Every schedule :func:`make_schedule` builds implements this protocol.
+Schedule = PeerSchedule
 
 
 def make_schedule(
@@ -48,6 +55,8 @@ def make_schedule(
     local_size: int | None = None,
     groupnum: int | None = None,
     segment_bytes: Sequence[int] | None = None,
+    graph: str | None = None,
+    edge_file: str | os.PathLike | None = None,
 ) -> Schedule:
     """Construct schedule ``name``; raises ``ValueError`` naming any bad value."""
     if name not in SCHEDULES:
@@ -60,6 +69,8 @@ def make_schedule(
         raise ValueError(f"k={k} does not apply to {name} (only exponential, sgp-npeer, bipartite-exponential)")
     if bidirectional and name != "exponential":
         raise ValueError("bidirectional only applies to the exponential schedule")
+    if name != "graph" and (graph is not None or edge_file is not None):
+        raise ValueError("graph and edge_file only apply to the graph schedule")
     if name == "hierarchical":
         if local_size is None and groupnum is None:
             raise ValueError("hierarchical needs local_size (ranks per node) or groupnum (number of nodes)")
@@ -77,6 +88,16 @@ def make_schedule(
         raise ValueError(f"segments={segments} is invalid for {name}: gossip graphs mix whole models (use 1)")
     if not (fair and segmented):
         raise ValueError(f"the fair/segmented ablations only apply to crossover and hierarchical, not {name}")
+    if name == "graph":
+        if (graph is None) == (edge_file is None):
+            raise ValueError(
+                f"the graph schedule needs exactly one of graph ({', '.join(GRAPH_KINDS)}) or edge_file"
+            )
+        if graph is None:
+            if k is not None:
+                raise ValueError(f"k={k} does not apply to a graph read from edge_file")
+            return Graph.from_edge_file(edge_file, n=n)  # type: ignore[arg-type]
+        return make_graph(graph, n, k=k, seed=seed)
     k = 1 if k is None else k
     if name == "exponential":
         return ExponentialGraph(n, k, bidirectional=bidirectional)

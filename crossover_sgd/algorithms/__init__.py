@@ -1,26 +1,17 @@
-"""Communication algorithms, one module each, all behind :class:`Algorithm`.
+"""Communication algorithms, one module each (a family: one package), all behind :class:`Algorithm`.
 
-``ALGORITHMS`` maps each ``--algorithm`` name to its class; add a module and one line here to add
-an algorithm.
+:mod:`crossover_sgd.algorithms.registry` lists them: add a module and one line there to add an
+algorithm (its options, flags, checks and metric columns come with it).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Type
-
-from crossover_sgd.algorithms.allreduce import AllReduceSGD
 from crossover_sgd.algorithms.base import Algorithm
-from crossover_sgd.algorithms.crossover import CrossoverSGD
-from crossover_sgd.algorithms.hierarchical import HierarchicalCrossoverSGD
-from crossover_sgd.algorithms.sgp import SGP
+from crossover_sgd.algorithms.registry import ALGORITHMS, make_config
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.runtime.process_group import DistContext
 
-__all__ = ["Algorithm", "ALGORITHMS", "build_algorithm"]
-
-ALGORITHMS: Dict[str, Type[Algorithm]] = {
-    cls.name: cls for cls in (AllReduceSGD, SGP, CrossoverSGD, HierarchicalCrossoverSGD)
-}
+__all__ = ["Algorithm", "ALGORITHMS", "build_algorithm", "make_config"]
 
 
 def build_algorithm(ctx: DistContext, config: TrainConfig) -> Algorithm:

@@ -11,6 +11,7 @@ Traffic is counted as a ring all-reduce moves it: ``2 (n-1)/n`` of the payload s
 
 
 import time
+from dataclasses import dataclass
 from typing import Any, ContextManager
 
 import torch
@@ -19,9 +20,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from crossover_sgd.algorithms.base import Algorithm
-from crossover_sgd.comm import CommStats, FlatParams, average_tensors, model_state_tensors, ring_allreduce_bytes
+from crossover_sgd.algorithms.options import AlgorithmOptions, option
+from crossover_sgd.comm import CommStats, FlatParams, average, model_state_tensors, ring_allreduce_bytes
 
-__all__ = ["AllReduceSGD"]
+__all__ = ["AllReduceSGD", "AllReduceOptions"]
+
+
+@dataclass
+class AllReduceOptions(AlgorithmOptions):
+    sync_grad: bool = option(True, "allreduce: average gradients before the step (True) or parameters after it "
+                                   "(False)", metavar="BOOL")
 
 
 def _counting_allreduce_hook(stats: CommStats, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -42,13 +50,13 @@ def _counting_allreduce_hook(stats: CommStats, bucket: dist.GradBucket) -> torch
 class AllReduceSGD(Algorithm):
     name = "allreduce"
     replicas_identical = True
-    options = frozenset({"sync_grad"})
+    options_class = AllReduceOptions
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self.model = model
         if self.ctx.world_size == 1:
             return model  # nothing to average: no DDP wrapper, no hooks
-        if not self.config.sync_grad:
+        if not self.options.sync_grad:
             super().prepare(model)
             self._flat = FlatParams(model_state_tensors(model), share_storage=True)
             return model
@@ -58,11 +66,11 @@ class AllReduceSGD(Algorithm):
         return self._ddp
 
     def micro_batch(self, is_last: bool) -> ContextManager[Any]:
-        if self.config.sync_grad and not is_last and self.ctx.world_size > 1:
+        if self.options.sync_grad and not is_last and self.ctx.world_size > 1:
             return self._ddp.no_sync()
         return super().micro_batch(is_last)
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.comm.rounds += 1
-        if not self.config.sync_grad and self.ctx.world_size > 1:
-            average_tensors(self._flat, self.comm)
+        if not self.options.sync_grad and self.ctx.world_size > 1:
+            average(self._flat, stats=self.comm, what="parameter average")

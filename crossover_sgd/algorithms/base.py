@@ -13,21 +13,30 @@ The training loop drives an :class:`Algorithm` like this, and knows nothing else
     algorithm.flush(); model_to_evaluate = algorithm.eval_model()   # before evaluation / checkpoints
 
 An algorithm counts its traffic in ``self.comm`` (bytes sent/received, seconds, rounds).
+
+**Roles.** :meth:`Algorithm.roles` says what each rank of the world is: ``"trainer"`` (runs the
+training loop above) or a role of the algorithm's own (a parameter server, a coordinator), whose
+loop is :meth:`Algorithm.run_role`. The trainers form the *training group* (``ctx.train_group``):
+sampling, evaluation, checkpoints, preemption and metrics work over it. An algorithm may take the
+local optimizer step over (:meth:`Algorithm.optimizer_step`: a server-side optimizer), and one
+that must go on after losing a peer sets ``group_collectives = False``: the loop then evaluates,
+checkpoints and stops on each trainer alone, with no collective over the training group.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar, ContextManager, Dict, FrozenSet
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Type
 
 import torch
 from torch import nn
 
+from crossover_sgd.algorithms.options import AlgorithmOptions
 from crossover_sgd.comm import CommStats, broadcast_model
 from crossover_sgd.config import TrainConfig
-from crossover_sgd.runtime.process_group import DistContext
+from crossover_sgd.runtime.process_group import TRAINER, DistContext
 
-__all__ = ["Algorithm"]
+__all__ = ["Algorithm", "TRAINER"]
 
 
 class Algorithm:
@@ -38,15 +47,31 @@ class Algorithm:
     #: True when every rank holds the same parameters after every step (evaluation is then
     #: sharded across ranks instead of repeated on each).
     replicas_identical: ClassVar[bool] = False
-    #: The TrainConfig fields of algorithm options this algorithm reads (a subclass adds its own);
-    #: the others are reported as without effect (:meth:`TrainConfig.ineffective_options`).
-    options: ClassVar[FrozenSet[str]] = frozenset()
+    #: The options this algorithm reads (a dataclass: :mod:`crossover_sgd.algorithms.options`);
+    #: options of other algorithms set by the user are reported as without effect.
+    options_class: ClassVar[Type[AlgorithmOptions]] = AlgorithmOptions
+    #: Metrics columns of this algorithm's own, with the value the other algorithms write.
+    metric_columns: ClassVar[Dict[str, float]] = {}
+    #: False: the training loop uses no collective over the training group (a family that goes on
+    #: after a lost peer): each trainer evaluates, checkpoints and stops alone.
+    group_collectives: ClassVar[bool] = True
 
     def __init__(self, ctx: DistContext, config: TrainConfig):
         self.ctx = ctx
         self.config = config
+        self.options = self.options_class.from_values(config.options.values if config.options is not None else {})
         self.comm = CommStats()
         self.model: nn.Module = nn.Module()
+
+    @classmethod
+    def roles(cls, world_size: int, options: AlgorithmOptions) -> List[str]:
+        """The role of each rank of the world (default: every rank trains)."""
+        return [TRAINER] * world_size
+
+    def run_role(self, model: nn.Module) -> Dict[str, Any]:
+        """The loop of a rank whose role is not ``trainer`` (``self.ctx.role``); returns what the
+        run's summary records of it."""
+        raise NotImplementedError(f"{self.name} has no role {self.ctx.role!r}")
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Start every replica from rank 0's weights; return the module to train with."""
@@ -61,6 +86,11 @@ class Algorithm:
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called when gradients are final, before clipping and ``optimizer.step()``."""
 
+    def optimizer_step(self, local_step: Callable[[], None], optimizer: torch.optim.Optimizer) -> None:
+        """Take the optimizer step: by default the local one (``local_step``, with the precision
+        policy's scaling and skipping); an algorithm with a server-side optimizer replaces it."""
+        local_step()
+
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called after ``optimizer.step()``."""
 
@@ -72,7 +102,7 @@ class Algorithm:
         return self.model
 
     def metrics(self) -> Dict[str, float]:
-        """Metrics columns of this algorithm's own (``outputs.METRIC_DEFAULTS`` fills the others)."""
+        """This algorithm's values of its :attr:`metric_columns`."""
         return {}
 
     def state_dict(self) -> Dict[str, Any]:

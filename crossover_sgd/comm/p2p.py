@@ -4,7 +4,7 @@ Every message of a round goes out in one ``batch_isend_irecv`` (no per-segment b
 caller waits for all of them at once, or part by part to use what has arrived while the rest
 still travels. A peer that died or stopped answering surfaces as a
 :class:`~crossover_sgd.errors.PeerError` naming the peers of the failed round, raised within the
-process group's timeout.
+process group's timeout (:func:`~crossover_sgd.comm.failure.peer_failure`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
+from crossover_sgd.comm.failure import peer_failure
 from crossover_sgd.comm.stats import CommStats
-from crossover_sgd.errors import PeerError
 
 __all__ = ["Message", "Pending", "post"]
 
@@ -48,18 +48,12 @@ class Pending:
         that have arrived while the rest still travels."""
         keys = list(self._open) if messages is None else [id(m) for m in messages if id(m) in self._open]
         sent = received = 0
-        with stats.timed():
-            try:
-                for key in keys:
-                    message, is_send, request = self._open.pop(key)
-                    request.wait()
-                    nbytes = message.tensor.numel() * message.tensor.element_size()
-                    sent, received = (sent + nbytes, received) if is_send else (sent, received + nbytes)
-            except RuntimeError as exc:
-                text = str(exc).strip()
-                first = text.splitlines()[0] if text else type(exc).__name__
-                raise PeerError(f"{self.what} with peer rank(s) {self.peers} failed on rank {dist.get_rank()}: "
-                                f"a peer died or stopped answering ({first[:200]})") from exc
+        with stats.timed(), peer_failure(self.what, self.peers):
+            for key in keys:
+                message, is_send, request = self._open.pop(key)
+                request.wait()
+                nbytes = message.tensor.numel() * message.tensor.element_size()
+                sent, received = (sent + nbytes, received) if is_send else (sent, received + nbytes)
         stats.add(sent, received)
 
 

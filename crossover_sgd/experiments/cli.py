@@ -48,7 +48,7 @@ def _add_experiments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = "crossover-sgd experiment") -> argparse.ArgumentParser:
     """A stand-alone parser (``python -m crossover_sgd.experiments``)."""
-    from crossover_sgd.cli import OneLineParser
+    from crossover_sgd.console import OneLineParser
 
     parser = OneLineParser(prog=prog, description=DESCRIPTION)
     _add_experiments(parser)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from crossover_sgd.cli import report_errors
+    from crossover_sgd.console import report_errors
 
     args = build_parser().parse_args(argv)
     return report_errors(lambda: run(args))

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Optional
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 
-from crossover_sgd.config import divides_world_error
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.errors import ConfigError, divides_world_error
 from crossover_sgd.runtime.exit import mark_distributed
 from crossover_sgd.runtime.launch import LaunchInfo, resolve_rendezvous
 
-__all__ = ["DistContext", "select_device", "gpu_index", "select_backend", "init_distributed", "shutdown"]
+__all__ = ["DistContext", "TRAINER", "select_device", "gpu_index", "select_backend", "init_distributed",
+           "assign_roles", "shutdown"]
+
+#: The role of a rank that runs the training loop.
+TRAINER = "trainer"
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,10 @@ class DistContext:
 
     ``local_rank``/``local_size``/``node_id`` describe the *logical* nodes the hierarchical
     algorithms use: the launcher's placement, or ``--gpu_per_node`` consecutive ranks per node.
+
+    ``role`` is what this rank does (``"trainer"``, or an algorithm's own role such as a server);
+    the trainers (``train_ranks``) form the training group ``train_group`` (None: the world, when
+    every rank trains), over which the training loop's collectives run.
     """
 
     rank: int
@@ -38,25 +45,43 @@ class DistContext:
     backend: str
     launcher: str
     timeout_s: float
+    role: str = TRAINER
+    train_ranks: Optional[Tuple[int, ...]] = None  # None: every rank
+    train_group: Any = None  # None: the world
+    train_control_group: Any = None  # a Gloo group of the trainers for control flags (None: derive)
 
     @property
     def num_nodes(self) -> int:
         return self.world_size // self.local_size
 
     @property
+    def trainers(self) -> Tuple[int, ...]:
+        return self.train_ranks if self.train_ranks is not None else tuple(range(self.world_size))
+
+    @property
+    def train_size(self) -> int:
+        return len(self.trainers)
+
+    @property
+    def train_rank(self) -> int:
+        """This rank's index among the trainers (-1 for other roles)."""
+        return self.trainers.index(self.rank) if self.rank in self.trainers else -1
+
+    @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        """The rank that writes the run's shared outputs: the first trainer."""
+        return self.rank == self.trainers[0]
 
 
 def select_device(info: LaunchInfo, requested: str = "auto") -> torch.device:
     """One GPU per process, chosen by the launcher's local rank among the visible GPUs
     (:func:`gpu_index`); the CPU when asked for, or when ``auto`` finds no GPU."""
     if requested not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device {requested!r} is not one of: auto, cpu, cuda")
+        raise ConfigError(f"{{device}} {requested!r} is not one of: auto, cpu, cuda")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to this process")
+        raise ConfigError("{device} cuda was asked for but no CUDA GPU is visible to this process")
     return torch.device("cuda", gpu_index(info.local_rank, info.local_size, torch.cuda.device_count()))
 
 
@@ -70,7 +95,7 @@ def gpu_index(local_rank: int, local_size: int, visible: int) -> int:
     which NCCL refuses: that is a ConfigError naming both numbers.
     """
     if visible < 1:
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible to this process")
+        raise ConfigError("{device} cuda was asked for but no CUDA GPU is visible to this process")
     if visible == 1:
         return 0
     if local_rank >= visible:
@@ -83,11 +108,11 @@ def gpu_index(local_rank: int, local_size: int, visible: int) -> int:
 def select_backend(device: torch.device, requested: str = "auto") -> str:
     """NCCL on GPUs, Gloo on CPUs, unless ``requested`` names one."""
     if requested not in ("auto", "nccl", "gloo"):
-        raise ConfigError(f"--backend {requested!r} is not one of: auto, nccl, gloo")
+        raise ConfigError(f"{{backend}} {requested!r} is not one of: auto, nccl, gloo")
     if requested == "auto":
         return "nccl" if device.type == "cuda" else "gloo"
     if requested == "nccl" and device.type != "cuda":
-        raise ConfigError("--backend nccl needs GPUs, but this run is on the CPU: use --backend gloo")
+        raise ConfigError("{backend} nccl needs GPUs, but this run is on the CPU: use {backend} gloo")
     return requested
 
 
@@ -96,7 +121,7 @@ def logical_placement(info: LaunchInfo, gpu_per_node: Optional[int]) -> tuple:
     if gpu_per_node is None:
         return info.local_rank, info.local_size, info.node_id
     if gpu_per_node < 1 or info.world_size % gpu_per_node:
-        raise divides_world_error("--gpu_per_node", gpu_per_node, info.world_size)
+        raise divides_world_error("gpu_per_node", gpu_per_node, info.world_size)
     return info.rank % gpu_per_node, gpu_per_node, info.rank // gpu_per_node
 
 
@@ -121,6 +146,21 @@ def init_distributed(info: LaunchInfo, *, device: torch.device, backend: str, ti
                                 device_id=device if device.type == "cuda" else None)
     return DistContext(info.rank, info.world_size, local_rank, local_size, node_id, device, backend,
                        info.launcher, timeout_s)
+
+
+def assign_roles(ctx: DistContext, roles: Sequence[str]) -> DistContext:
+    """``ctx`` with this rank's role and the training group of the ranks whose role is
+    :data:`TRAINER`. Collective when some rank does not train (every rank creates the group)."""
+    if len(roles) != ctx.world_size:
+        raise ValueError(f"{len(roles)} roles for a world of {ctx.world_size} ranks")
+    trainers = tuple(r for r, role in enumerate(roles) if role == TRAINER)
+    if not trainers:
+        raise ConfigError(f"no rank trains among the {ctx.world_size}: the roles are {', '.join(roles)}")
+    if len(trainers) == ctx.world_size:
+        return replace(ctx, role=roles[ctx.rank])
+    group = dist.new_group(list(trainers))
+    control = group if ctx.backend == "gloo" else dist.new_group(list(trainers), backend="gloo")
+    return replace(ctx, role=roles[ctx.rank], train_ranks=trainers, train_group=group, train_control_group=control)
 
 
 def shutdown() -> None:

@@ -57,15 +57,15 @@ def published_checkpoint(out: Path, world_size: int) -> Path:
         published = json.loads(marker.read_text())
         step = int(published["step"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"--resume: {marker} is missing or unreadable") from None
+        raise ConfigError(f"{{resume}}: {marker} is missing or unreadable") from None
     saved_world = published.get("world_size")
     if saved_world is not None and saved_world != world_size:  # the same line on every rank
-        raise ConfigError(f"--resume: checkpoint {marker} was written with world_size={saved_world!r}, "
+        raise ConfigError(f"{{resume}}: checkpoint {marker} was written with world_size={saved_world!r}, "
                           f"but this run has world_size={world_size!r}")
     folder = _step_dir(out, step)
     missing = [r for r in range(world_size) if not (folder / f"rank{r}.pt").is_file()]
     if missing:
-        raise ConfigError(f"--resume: checkpoint {folder} lacks the files of rank(s) {missing}")
+        raise ConfigError(f"{{resume}}: checkpoint {folder} lacks the files of rank(s) {missing}")
     return folder
 
 
@@ -76,15 +76,15 @@ def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ConfigError(f"--resume: checkpoint {path} is truncated or not a torch file "
+        raise ConfigError(f"{{resume}}: checkpoint {path} is truncated or not a torch file "
                           f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"--resume: {path} is not a crossover-sgd checkpoint")
+        raise ConfigError(f"{{resume}}: {path} is not a crossover-sgd checkpoint")
     if state.get("version") != VERSION:
-        raise ConfigError(f"--resume: {path} has checkpoint version {state.get('version')}, "
+        raise ConfigError(f"{{resume}}: {path} has checkpoint version {state.get('version')}, "
                           f"this crossover-sgd reads version {VERSION}")
     for key in MUST_MATCH:
         if state.get(key) != expected[key]:
-            raise ConfigError(f"--resume: checkpoint {path} was written with {key}={state.get(key)!r}, "
+            raise ConfigError(f"{{resume}}: checkpoint {path} was written with {key}={state.get(key)!r}, "
                               f"but this run has {key}={expected[key]!r}")
     return state

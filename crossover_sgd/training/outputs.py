@@ -7,34 +7,47 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from crossover_sgd.algorithms.registry import metric_columns
 from crossover_sgd.atomic import atomic_write_text
+from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "MetricsLog", "TensorBoardLog", "check_out_dir", "RUN_MARKERS"]
+__all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "MetricsLog", "TensorBoardLog", "check_out_dir", "default_out_dir", "RUN_MARKERS"]
 
+#: The columns of every run's metrics: the generic ones, then each algorithm's own
+#: (``Algorithm.metric_columns``; every run writes them, with the other algorithms' default values,
+#: so that runs of different algorithms compare side by side).
+METRIC_DEFAULTS: Dict[str, float] = metric_columns()
 METRIC_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "consensus_val_acc",
                   "consensus_distance", "lr", "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "skipped_steps",
-                  "wall_time_s", "inter_node_bytes_sent", "inter_node_bytes_recv")
-#: Columns only some algorithms report (``Algorithm.metrics()``), and their value for the others.
-#: ``inter_node_bytes_*``: hierarchical-crossover's inter-node stage (its ``inter_comm``) alone.
-METRIC_DEFAULTS = {"inter_node_bytes_sent": 0, "inter_node_bytes_recv": 0}
+                  "wall_time_s") + tuple(METRIC_DEFAULTS)
 #: Files or folders whose presence means a directory already holds a run.
 RUN_MARKERS = ("summary.json", "config.json", "checkpoints")
+
+
+def default_out_dir(config: TrainConfig) -> Path:
+    """``runs/<tag or algorithm>-<date-time>``, made unique if it exists."""
+    base = Path("runs") / f"{config.tag or config.algorithm}-{datetime.now():%Y%m%d-%H%M%S}"
+    out, n = base, 1
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
     """Refuse to write into a directory that holds another run, unless resuming it."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
+        raise ConfigError(f"{{out}} {out} exists and is not a directory")
     held = [m for m in RUN_MARKERS if (out / m).exists()] + [p.name for p in out.glob("metrics_rank*.csv")]
     if held and not resume:
-        raise ConfigError(f"--out {out} already holds a run ({held[0]}): pass --resume to continue it, "
+        raise ConfigError(f"{{out}} {out} already holds a run ({held[0]}): pass {{resume}} to continue it, "
                           "or choose another directory")
     if resume and not (out / "checkpoints" / "latest.json").is_file():
-        raise ConfigError(f"--resume: {out} holds no checkpoint to resume from "
+        raise ConfigError(f"{{resume}}: {out} holds no checkpoint to resume from "
                           "(expected checkpoints/latest.json)")
 
 
@@ -45,7 +58,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard True needs the tensorboard package: "
+            raise ConfigError("{tensorboard} True needs the tensorboard package: "
                               "pip install 'crossover-sgd[tensorboard]'") from None
         self._writer_class, self.path, self._writer = SummaryWriter, out / "tensorboard", None
 

@@ -28,8 +28,8 @@ _DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 def check_amp(mode: str, device: torch.device) -> None:
     """fp16 needs a GPU (its GradScaler is a CUDA feature here); bf16 runs anywhere."""
     if mode == "fp16" and device.type != "cuda":
-        raise ConfigError("--amp fp16 needs a GPU (fp16 with a GradScaler), but this run is on the CPU: "
-                          "use --amp bf16 on the CPU")
+        raise ConfigError("{amp} fp16 needs a GPU (fp16 with a GradScaler), but this run is on the CPU: "
+                          "use {amp} bf16 on the CPU")
 
 
 class Precision:

@@ -54,14 +54,19 @@ PREEMPTION_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 class Preemption:
     """Signal handlers that request a stop, and the agreement of every rank on it."""
 
-    def __init__(self, ctx: DistContext, every: int = 1, signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS):
+    def __init__(self, ctx: DistContext, every: int = 1, signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS,
+                 collectives: bool = True):
+        """Agreement over the training group (``collectives=False``: each trainer stops alone)."""
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.world_size, self.every, self.signals = ctx.world_size, every, tuple(signals)
+        self.world_size = ctx.train_size if collectives else 1  # the ranks that agree
+        self.every, self.signals = every, tuple(signals)
         self.received: Optional[int] = None  # the first signal this rank got
         self.agreed = False  # set once every rank has agreed to stop
-        self._group = None  # None: the default group (Gloo); else a Gloo group for the flag
-        if ctx.world_size > 1 and dist.get_backend() != "gloo":
+        self._group = None  # None: the default group (Gloo); else a Gloo group of the trainers for the flag
+        if ctx.train_ranks is not None:
+            self._group = ctx.train_control_group
+        elif self.world_size > 1 and dist.get_backend() != "gloo":
             self._group = dist.new_group(backend="gloo", timeout=timedelta(seconds=ctx.timeout_s))
         self._pending: Optional[Tuple[object, torch.Tensor]] = None  # the check in flight
         self._previous: Dict[int, object] = {}

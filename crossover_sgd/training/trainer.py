@@ -1,5 +1,6 @@
-"""The one training loop. It drives an :class:`~crossover_sgd.algorithms.Algorithm` through its
-hooks and knows no algorithm by name."""
+"""The one training loop of a trainer rank. It drives an :class:`~crossover_sgd.algorithms.Algorithm`
+through its hooks and knows no algorithm by name; its collectives (evaluation, checkpoints,
+preemption, the summary) run over the training group (:class:`TrainingGroup`), never the world."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -22,6 +22,7 @@ from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.training.consensus import consensus_model
 from crossover_sgd.training.checkpoint import publish_checkpoint, save_checkpoint
 from crossover_sgd.training.data import DatasetBundle
+from crossover_sgd.training.group import TrainingGroup
 from crossover_sgd.training.lars_sync import GroupNormSync
 from crossover_sgd.training.models import build_model
 from crossover_sgd.training.optim import build_optimizer
@@ -42,6 +43,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, data: DatasetBundle, algorithm: Algorithm,
                  out: Path):
         self.config, self.ctx, self.data, self.algorithm, self.out = config, ctx, data, algorithm, out
+        self.group = TrainingGroup(ctx, collectives=algorithm.group_collectives)
         torch.manual_seed(config.seed)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = build_model(config.model, data.num_classes, data.in_channels, data.image_size).to(
@@ -51,15 +53,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config)
         for group in self.optimizer.param_groups:
             group["base_weight_decay"] = group["weight_decay"]
-        self.norm_sync = (GroupNormSync(self.optimizer, ctx.world_size, ctx.rank, config.sync_lars_group_size,
+        self.norm_sync = (GroupNormSync(self.optimizer, ctx.train_size, ctx.train_rank, config.sync_lars_group_size,
                                         algorithm.comm) if config.sync_lars_group_size else None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         chunk = config.batch_size * config.local_itr
-        self.sampler = ShardSampler(len(data.train), ctx.rank, ctx.world_size, seed=config.seed, chunk=chunk)
+        self.sampler = ShardSampler(len(data.train), ctx.train_rank, ctx.train_size, seed=config.seed, chunk=chunk)
         self.steps_per_epoch = self.sampler.per_rank // chunk
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f"--batch-size {config.batch_size} x --local-itr {config.local_itr} x {ctx.world_size} ranks "
+                f"{{batch_size}} {config.batch_size} x {{local_itr}} {config.local_itr} x {ctx.train_size} ranks "
                 f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
         self.loader_rng = torch.Generator()
         self.loader = DataLoader(data.train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
@@ -108,10 +110,10 @@ class Trainer:
     def checkpoint(self) -> None:
         self.algorithm.flush()
         save_checkpoint(self.out, self.ctx.rank, self.step, self.state_dict())
-        dist.barrier()
+        self.group.barrier()
         if self.ctx.is_main:
             publish_checkpoint(self.out, self.step, self.ctx.world_size)
-        dist.barrier()
+        self.group.barrier()
 
     # ----------------------------------------------------------------------------- training
     def set_lr(self) -> float:
@@ -143,7 +145,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
         if self.norm_sync is not None:
             self.optimizer.set_norm_hook(self.norm_sync if self.epoch >= cfg.sync_lars_start_epoch else None)
-        self.precision.step(self.optimizer, self.model.parameters())
+        self.algorithm.optimizer_step(lambda: self.precision.step(self.optimizer, self.model.parameters()),
+                                      self.optimizer)
         self.algorithm.after_step(self.optimizer)
         self.step += 1
         self.micro_in_epoch += cfg.local_itr
@@ -152,12 +155,12 @@ class Trainer:
         """Train to the last epoch (or ``--stop-at-step``, or a preemption signal agreed by every
         rank: see :mod:`~crossover_sgd.training.preemption`); return the final evaluation."""
         cfg = self.config
-        stopped = None  # why the run ends early: "stopped" (--stop-at-step) or "preempted" (a signal)
-        preemption = Preemption(self.ctx).install()
+        stopped = None  # why the run ends early: "stopped" ({stop_at_step}) or "preempted" (a signal)
+        preemption = Preemption(self.ctx, collectives=self.group.collectives).install()
         progress = self._progress()
         while self.epoch < cfg.epochs and not stopped:
             self.sampler.set_epoch(self.epoch, skip=self.micro_in_epoch * cfg.batch_size)
-            self.loader_rng.manual_seed(cfg.seed * 1_000_003 + self.epoch * 1_009 + self.ctx.rank * 7
+            self.loader_rng.manual_seed(cfg.seed * 1_000_003 + self.epoch * 1_009 + self.ctx.train_rank * 7
                                         + self.micro_in_epoch)
             batches = iter(self.loader)
             first = self.step - self.epoch * self.steps_per_epoch
@@ -188,7 +191,7 @@ class Trainer:
         preemption.close()
         if stopped:
             log.info("stopping at step %d %s; resume with --resume", self.step,
-                     "as asked (--stop-at-step)" if stopped == "stopped" else "on a preemption signal")
+                     "as asked ({stop_at_step})" if stopped == "stopped" else "on a preemption signal")
             self.checkpoint()
         return {"stopped": stopped is not None, "status": stopped or "finished", "step": self.step,
                 "epoch": self.epoch,
@@ -204,13 +207,17 @@ class Trainer:
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self) -> Dict[str, float]:
         """This rank's validation loss and accuracy, and those of the consensus (averaged) model
-        with the consensus distance (for algorithms whose replicas differ)."""
+        with the consensus distance (for algorithms whose replicas differ; without collectives
+        over the training group: this replica's own accuracy, and no distance)."""
         self.algorithm.flush()
         model = self.algorithm.eval_model()
         if self.algorithm.replicas_identical:
             mine = self._validate(model, shard=True)
             return {**mine, "consensus_val_acc": mine["val_acc"], "consensus_distance": 0.0}
-        average, distance = consensus_model(model)
+        if not self.group.collectives:
+            mine = self._validate(model, shard=False)
+            return {**mine, "consensus_val_acc": mine["val_acc"], "consensus_distance": float("nan")}
+        average, distance = consensus_model(model, group=self.group.handle)
         return {**self._validate(model, shard=False),
                 "consensus_val_acc": self._validate(average, shard=True)["val_acc"],
                 "consensus_distance": distance}
@@ -221,9 +228,9 @@ class Trainer:
         model must then be the same on every rank) and the totals are summed."""
         model.eval()
         val = self.data.val
-        shard = shard and self.ctx.world_size > 1
+        shard = shard and self.group.size > 1
         if shard:
-            val = Subset(val, range(self.ctx.rank, len(val), self.ctx.world_size))
+            val = Subset(val, range(self.group.rank, len(val), self.group.size))
         loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.config.workers)
         totals = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss sum, correct, count
         for inputs, targets in loader:
@@ -235,7 +242,7 @@ class Trainer:
             totals[1] += (logits.argmax(1) == targets).sum()
             totals[2] += targets.numel()
         if shard:
-            dist.all_reduce(totals)
+            self.group.sum_(totals, what="evaluation")
         model.train()
         loss_sum, correct, count = totals.tolist()
         return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1)}

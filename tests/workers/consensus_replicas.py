@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crossover_sgd.algorithms import build_algorithm
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.algorithms import build_algorithm, make_config
 from crossover_sgd.runtime.launch import detect_launch
 from crossover_sgd.runtime.process_group import init_distributed, shutdown
 from crossover_sgd.training.consensus import consensus_model
@@ -44,7 +43,7 @@ def main() -> None:
     try:
         (out / "known").mkdir(parents=True, exist_ok=True)
         known_replicas(ctx.rank, out / "known")
-        config = TrainConfig(algorithm="crossover", chromosome="fine", epochs=1, lr=0.05, seed=3)
+        config = make_config(algorithm="crossover", chromosome="fine", epochs=1, lr=0.05, seed=3)
         trainer = Trainer(config, ctx, build_datasets(config), build_algorithm(ctx, config), out / "train")
         (out / "train").mkdir(exist_ok=True)
         trainer.fit()

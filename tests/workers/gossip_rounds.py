@@ -23,8 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from crossover_sgd.algorithms import build_algorithm
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.algorithms import build_algorithm, make_config
 from crossover_sgd.runtime.launch import detect_launch
 from crossover_sgd.runtime.process_group import init_distributed, logical_placement, shutdown
 from crossover_sgd.training.models import build_model
@@ -71,7 +70,7 @@ class BatchCounter:
 
 def run_variant(ctx, out: Path, name: str, spec: dict, batch_calls: BatchCounter) -> None:
     rounds, options, train = spec["rounds"], spec["options"], spec.get("train")
-    config = TrainConfig(seed=11, **options)
+    config = make_config(seed=11, **options)
     torch.manual_seed(0)
     model = make_model(spec.get("model", "small_cnn"))
     algorithm = build_algorithm(ctx, config)

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from crossover_sgd.algorithms import build_algorithm
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.algorithms import build_algorithm, make_config
 from crossover_sgd.runtime.launch import detect_launch
 from crossover_sgd.runtime.process_group import init_distributed, shutdown
 from crossover_sgd.training.data import build_datasets
@@ -26,7 +25,7 @@ from crossover_sgd.training.trainer import Trainer
 
 
 def trainer_for(ctx, out: Path, **options) -> Trainer:
-    config = TrainConfig(batch_size=16, epochs=4, lr=0.05, seed=3, **options)
+    config = make_config(batch_size=16, epochs=4, lr=0.05, seed=3, **options)
     return Trainer(config, ctx, build_datasets(config), build_algorithm(ctx, config), out)
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from crossover_sgd.algorithms import build_algorithm
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.algorithms import build_algorithm, make_config
 from crossover_sgd.runtime.launch import detect_launch
 from crossover_sgd.runtime.process_group import init_distributed, shutdown
 from crossover_sgd.training.models import build_model
@@ -31,7 +30,7 @@ def main() -> None:
     try:
         torch.manual_seed(0)
         model = build_model("small_cnn", 10, 1, 8)
-        algorithm = build_algorithm(ctx, TrainConfig(algorithm=algorithm_name, gossip_overlap=True, segments=2))
+        algorithm = build_algorithm(ctx, make_config(algorithm=algorithm_name, gossip_overlap=True, segments=2))
         algorithm.prepare(model)
         with torch.no_grad():
             for p in model.parameters():

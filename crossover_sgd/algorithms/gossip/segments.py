@@ -68,7 +68,7 @@ def split_model(model: nn.Module, chromosome: Optional[str] = None, num_segments
     params = list(model.named_parameters())
     if chromosome is not None:
         if chromosome not in CHROMOSOMES:
-            raise ConfigError(f"--chromosome {chromosome!r} is unknown: choose coarse or fine, or --segments N")
+            raise ConfigError(f"{{chromosome}} {chromosome!r} is unknown: choose coarse or fine, or {{segments}} N")
         keys = [_key(n, chromosome) for n, _ in params]
     else:
         keys = _equal_byte_keys([t for _, t in params], num_segments)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ def _equal_byte_keys(tensors: List[torch.Tensor], count: int) -> List[str]:
     """Assign each tensor (in order) to one of ``count`` contiguous, non-empty parts of about
     equal bytes: part k starts after the tensor that crosses ``k/count`` of the total bytes."""
     if count < 1 or count > len(tensors):
-        raise ConfigError(f"--segments {count} is invalid for this model: use 1 to {len(tensors)} "
+        raise ConfigError(f"{{segments}} {count} is invalid for this model: use 1 to {len(tensors)} "
                           "(the number of parameter tensors)")
     cumulative, total = [], 0
     for tensor in tensors:

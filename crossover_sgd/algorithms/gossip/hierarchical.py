@@ -25,37 +25,49 @@ node-averaged gradient ``J_G g`` (:meth:`topology.HierarchicalSchedule.mixing_ma
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 
-from crossover_sgd.algorithms.crossover import CrossoverSGD
-from crossover_sgd.algorithms.gossip import SegmentRound
+from crossover_sgd.algorithms.gossip.base import GossipOptions, SegmentRound
+from crossover_sgd.algorithms.gossip.crossover import CrossoverSGD, SegmentOptions
+from crossover_sgd.algorithms.options import option
 from crossover_sgd.comm import CommStats, FlatParams, ring_allreduce_bytes
-from crossover_sgd.config import divides_world_error
-from crossover_sgd.errors import ConfigError, PeerError
+from crossover_sgd.errors import ConfigError, PeerError, divides_world_error
 from topology import HierarchicalSchedule
 
-__all__ = ["HierarchicalCrossoverSGD"]
+__all__ = ["HierarchicalCrossoverSGD", "HierarchicalOptions"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class HierarchicalOptions(GossipOptions, SegmentOptions):
+    groupnum: Optional[int] = option(None, "hierarchical-crossover: number of nodes (default: the launcher's / "
+                                           "--gpu_per_node)", minimum=1)
+
+    def check(self, world_size: Optional[int]) -> None:
+        if self.groupnum is not None and world_size is not None and world_size % self.groupnum:
+            raise divides_world_error("groupnum", self.groupnum, world_size)
+
+
 class HierarchicalCrossoverSGD(CrossoverSGD):
     name = "hierarchical-crossover"
-    options = (CrossoverSGD.options - {"gossip_overlap"}) | {"groupnum"}
+    options_class = HierarchicalOptions
+    metric_columns = {"inter_node_bytes_sent": 0, "inter_node_bytes_recv": 0}
 
     def __init__(self, ctx, config):
         super().__init__(ctx, config)
         self.inter_comm = CommStats()
 
     def node_size(self) -> int:
-        n, groupnum = self.ctx.world_size, self.config.groupnum
+        n, groupnum = self.ctx.world_size, self.options.groupnum
         if groupnum is None:
             return self.ctx.local_size
         if groupnum < 1 or n % groupnum:
-            raise divides_world_error("--groupnum", groupnum, n)
+            raise divides_world_error("groupnum", groupnum, n)
         return n // groupnum
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -66,7 +78,7 @@ class HierarchicalCrossoverSGD(CrossoverSGD):
                               f"of {local_size}: set --gpu_per_node or --groupnum to make 2 or more nodes")
         self.build_segments(None)
         self.schedule = HierarchicalSchedule(n, len(self.segments), self.config.seed, local_size=local_size,
-                                             fair=self.config.fair, segmented=self.config.segmented,
+                                             fair=self.options.fair, segmented=self.options.segmented,
                                              segment_bytes=[s.nbytes for s in self.segments])
         self.flats = []
         layout = self.schedule.layout

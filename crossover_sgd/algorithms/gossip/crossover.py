@@ -23,24 +23,46 @@ rounds; with no local update in between the result equals the sequential round's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from crossover_sgd.algorithms.gossip import GossipAlgorithm, SegmentRound
+from crossover_sgd.algorithms.gossip.base import GossipAlgorithm, GossipOptions, OverlapOptions, SegmentRound
+from crossover_sgd.algorithms.options import AlgorithmOptions, option
 from crossover_sgd.comm.p2p import Pending
-from crossover_sgd.comm.segments import Segment, split_model
+from crossover_sgd.algorithms.gossip.segments import CHROMOSOMES, Segment, split_model
 from topology import CrossoverSchedule
 
-__all__ = ["CrossoverSGD"]
+__all__ = ["CrossoverSGD", "CrossoverOptions", "SegmentOptions"]
+
+
+@dataclass
+class SegmentOptions(AlgorithmOptions):
+    """How the model is cut into segments and how peers are drawn (crossover, hierarchical)."""
+
+    chromosome: str = option("fine", "crossover segments: coarse (stages) or fine (blocks)", choices=CHROMOSOMES)
+    segments: Optional[int] = option(None, "crossover: N segments of about equal bytes instead", minimum=1)
+    fair: bool = option(True, "crossover: load-balanced senders (False: the study's 'no fairness' ablation)",
+                        metavar="BOOL")
+    segmented: bool = option(True, "crossover: a peer per segment (False: the 'no segmentation' ablation)",
+                             metavar="BOOL")
+
+    def unused(self) -> Dict[str, str]:
+        return {"chromosome": "{segments} replaces it"} if self.segments is not None else {}
+
+
+@dataclass
+class CrossoverOptions(GossipOptions, OverlapOptions, SegmentOptions):
+    pass
 
 
 class CrossoverSGD(GossipAlgorithm):
     name = "crossover"
-    options = GossipAlgorithm.options | {"chromosome", "segments", "fair", "segmented", "gossip_overlap"}
+    options_class = CrossoverOptions
 
     def split(self) -> List[Segment]:
-        cfg = self.config
+        cfg = self.options
         if cfg.segments is not None:
             return split_model(self.model, num_segments=cfg.segments, buffers=cfg.gossip_buffers)
         return split_model(self.model, chromosome=cfg.chromosome, buffers=cfg.gossip_buffers)
@@ -49,7 +71,7 @@ class CrossoverSGD(GossipAlgorithm):
         model = super().prepare(model)
         self.build_segments(None)  # checks --segments/--chromosome now, before anything is written
         self.schedule = CrossoverSchedule(self.ctx.world_size, len(self.segments), self.config.seed,
-                                          fair=self.config.fair, segmented=self.config.segmented)
+                                          fair=self.options.fair, segmented=self.options.segmented)
         self.flats = []  # rebuilt at the first step, when momentum buffers exist
         self.in_flight: Optional[Tuple[Pending, List[SegmentRound]]] = None
         return model
@@ -59,7 +81,7 @@ class CrossoverSGD(GossipAlgorithm):
         self.flush()
         parts = self.plan_round()
         pending = self.post_round(parts, what=f"crossover round {self.round}")
-        if self.config.gossip_overlap:
+        if self.options.gossip_overlap:
             self.in_flight = (pending, parts)
         else:
             self.mix(pending, parts)
@@ -67,7 +89,7 @@ class CrossoverSGD(GossipAlgorithm):
 
     def plan_round(self) -> List[SegmentRound]:
         """Every segment's messages for this round: the segment to its receivers, the source's in."""
-        rank, overlap = self.ctx.rank, self.config.gossip_overlap
+        rank, overlap = self.ctx.rank, self.options.gossip_overlap
         peers = self.schedule.peers(self.round)
         parts = []
         for s, flat in enumerate(self.flats):

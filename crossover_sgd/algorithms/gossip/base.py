@@ -17,17 +17,39 @@ from typing import List, Optional
 import torch
 
 from crossover_sgd.algorithms.base import Algorithm
+from crossover_sgd.algorithms.options import AlgorithmOptions, option
 from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.p2p import Message, Pending, post
 from crossover_sgd.errors import DivergedError
-from crossover_sgd.comm.segments import Segment, attach_momentum, split_model
+from crossover_sgd.algorithms.gossip.segments import Segment, attach_momentum, split_model
 
-__all__ = ["GossipAlgorithm", "SegmentRound", "MAX_DTYPES"]
+__all__ = ["GossipAlgorithm", "GossipOptions", "OverlapOptions", "SegmentRound", "MAX_DTYPES"]
 
 #: Tags of one segment's messages: ``segment * MAX_DTYPES + dtype index``.
 MAX_DTYPES = 8
 #: ``--gossip-dtype`` choices: ``model`` sends every tensor in its own dtype.
 WIRE_DTYPES = {"model": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class GossipOptions(AlgorithmOptions):
+    """What every gossip algorithm mixes, and in which dtype messages travel."""
+
+    gossip_buffers: bool = option(False, "gossip: also mix BatchNorm running statistics", metavar="BOOL")
+    gossip_momentum: bool = option(False, "gossip: also mix momentum buffers (default: kept local, as in the study)",
+                                   metavar="BOOL")
+    gossip_dtype: str = option("model", "gossip: dtype of messages: model (default), fp32, fp16 or bf16 (half the "
+                                        "bytes)", choices=tuple(WIRE_DTYPES))
+
+
+@dataclass
+class OverlapOptions(AlgorithmOptions):
+    """Overlapped rounds (sgp, crossover). Strict: a run that asks for overlap and silently gets
+    sequential rounds would measure something else."""
+
+    gossip_overlap: bool = option(False, "sgp, crossover: overlap the exchange with the next step's computation, "
+                                         "mixed one step late (for sgp: OSGP)", aliases=("--sgp-overlap",),
+                                  strict=True, metavar="BOOL")
 
 
 @dataclass
@@ -45,7 +67,7 @@ class GossipAlgorithm(Algorithm):
     """Base of algorithms whose replicas differ between steps and are mixed after each step."""
 
     replicas_identical = False
-    options = frozenset({"gossip_buffers", "gossip_momentum", "gossip_dtype"})
+    options_class = GossipOptions
 
     def __init__(self, ctx, config):
         super().__init__(ctx, config)
@@ -54,12 +76,12 @@ class GossipAlgorithm(Algorithm):
 
     def split(self) -> List[Segment]:
         """The model's mixed tensors as segments (default: one segment holding everything)."""
-        return split_model(self.model, num_segments=1, buffers=self.config.gossip_buffers)
+        return split_model(self.model, num_segments=1, buffers=self.options.gossip_buffers)
 
     def build_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
         """Cut the model into segments (with momentum buffers attached when they are mixed)."""
         self.segments = self.split()
-        if self.config.gossip_momentum and optimizer is not None:
+        if self.options.gossip_momentum and optimizer is not None:
             attach_momentum(self.segments, self.model, optimizer)
         self.flats = [FlatParams(s.tensors, share_storage=True) for s in self.segments]
 
@@ -71,7 +93,7 @@ class GossipAlgorithm(Algorithm):
     @property
     def wire_dtype(self) -> Optional[torch.dtype]:
         """The dtype messages travel in (``--gossip-dtype``); None: each buffer's own dtype."""
-        return WIRE_DTYPES[self.config.gossip_dtype]
+        return WIRE_DTYPES[self.options.gossip_dtype]
 
     def check_finite(self, buffers: List[torch.Tensor]) -> None:
         """Refuse to send non-finite values to peers (one scalar read per round)."""

@@ -25,34 +25,41 @@ corrects for it. ``flush()`` (before evaluation and checkpoints) receives what i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from crossover_sgd.algorithms.gossip import MAX_DTYPES, GossipAlgorithm, SegmentRound
+from crossover_sgd.algorithms.gossip.base import MAX_DTYPES, GossipAlgorithm, GossipOptions, OverlapOptions, SegmentRound
+from crossover_sgd.algorithms.options import option
 from crossover_sgd.comm.p2p import Message, Pending
 from crossover_sgd.errors import ConfigError
 from topology import ExponentialGraph, num_powers_of_two_below
 
-__all__ = ["SGP"]
+__all__ = ["SGP", "SGPOptions"]
 
 _WEIGHT_TAG = MAX_DTYPES - 1
 
 
+@dataclass
+class SGPOptions(GossipOptions, OverlapOptions):
+    sgp_peers: int = option(1, "sgp: out-peers per round", minimum=1)
+
+
 class SGP(GossipAlgorithm):
     name = "sgp"
-    options = GossipAlgorithm.options | {"sgp_peers", "gossip_overlap"}
+    options_class = SGPOptions
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = super().prepare(model)
-        n, k = self.ctx.world_size, self.config.sgp_peers
+        n, k = self.ctx.world_size, self.options.sgp_peers
         self.graph: Optional[ExponentialGraph] = None
         if n > 1:
             if k < 1 or k >= n:
-                raise ConfigError(f"--sgp-peers {k} is invalid for {n} ranks: use 1 to {n - 1}")
+                raise ConfigError(f"{{sgp_peers}} {k} is invalid for {n} ranks: use 1 to {n - 1}")
             distinct = num_powers_of_two_below(n)
             if k > distinct:
-                raise ConfigError(f"--sgp-peers {k} is invalid for {n} ranks: the exponential graph has only "
+                raise ConfigError(f"{{sgp_peers}} {k} is invalid for {n} ranks: the exponential graph has only "
                                   f"{distinct} distinct peers (distances 1, 2, 4, ...); use 1 to {distinct}")
             self.graph = ExponentialGraph(n, k=k)
         self.weight = torch.ones((), dtype=torch.float64, device=self.ctx.device)
@@ -73,20 +80,20 @@ class SGP(GossipAlgorithm):
         if self.graph is not None:
             self._receive_in_flight()
             self._post_round()
-            if not self.config.gossip_overlap:
+            if not self.options.gossip_overlap:
                 self._receive_in_flight()
         self._write_debiased()
         self.comm.rounds += 1
 
     def _post_round(self) -> None:
         """Keep a 1/(k+1) share of (x, w) and post the k shares for the round's out-peers."""
-        share = 1.0 / (self.config.sgp_peers + 1)
+        share = 1.0 / (self.options.sgp_peers + 1)
         for x in self.numerators:
             x.mul_(share)
         self.weight.mul_(share)
         (flat,) = self.flats
         outgoing = self.to_wire(self.numerators)  # the kept share is the sent share
-        if self.config.gossip_overlap and outgoing[0] is self.numerators[0]:
+        if self.options.gossip_overlap and outgoing[0] is self.numerators[0]:
             outgoing = flat.snapshot(outgoing)  # x changes while the messages travel: send a copy
         outgoing_w = self._weight_buffer("sent")
         outgoing_w.copy_(self.weight.reshape(1))
