@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -98,3 +99,15 @@ def kill_marked(marker: str) -> Dict[int, Dict[str, str]]:
         except ProcessLookupError:
             pass
     return alive
+
+
+def design_example(path: Path) -> Dict[str, object]:
+    """Execute the worked example of ``docs/design.md`` (the first python block after "How to add
+    an algorithm") and return its namespace."""
+    text = path.read_text()
+    section = text[text.index("## How to add an algorithm"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("design_example")  # a real module: dataclasses look their class up there
+    sys.modules[module.__name__] = module
+    exec(compile(code, f"{path}:how-to-add-an-algorithm", "exec"), module.__dict__)
+    return module.__dict__

@@ -169,7 +169,7 @@ class Graph:
         try:
             return self._edge_ids[(min(i, j), max(i, j))]
         except KeyError:
-            raise ValueError(f"{{{i}, {j}}} is not an edge of {self.describe()}") from None
+            raise ValueError(f"{{{min(i, j)}, {max(i, j)}}} is not an edge of {self.describe()}") from None
 
     def components(self) -> list[tuple[int, ...]]:
         """Connected components, each ascending, ordered by their smallest node."""
@@ -372,8 +372,8 @@ class Graph:
             bitgen = _attempt_bit_generator(seed, attempt)
             edges = []
             for i in range(n - 1):
-                words = bitgen.random_raw(n - 1 - i)
-                hits = np.arange(n - 1 - i) if threshold >= 1 << 64 else np.flatnonzero(words < np.uint64(threshold))
+                words = bitgen.random_raw(n - 1 - i)  # pairs (i, i+1) .. (i, n-1)
+                hits = np.arange(words.size) if threshold >> 64 else np.flatnonzero(words < np.uint64(threshold))
                 edges.extend((i, i + 1 + int(h)) for h in hits)
             graph = cls(n, edges, name)
             if graph.is_connected():
@@ -465,7 +465,9 @@ def make_graph(kind: str, n: int, *, k: int | None = None, seed: int = 0) -> Gra
         if kind == "regular":
             return Graph.random_regular(n, k, seed)
         if n > 1 and not 1 <= k <= n - 1:
-            raise ValueError(f"k={k} is invalid for erdos-renyi with n={n}: the expected degree must be in 1..{n - 1}")
+            raise ValueError(
+                f"k={k} is invalid for erdos-renyi with n={n}: the expected degree must be in 1..{n - 1}"
+            )
         return Graph.erdos_renyi(n, k / (n - 1) if n > 1 else 1.0, seed)
     if k is not None:
         raise ValueError(f"k={k} does not apply to graph {kind} (only regular, erdos-renyi)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from topology import CrossoverSchedule, ExponentialGraph, HierarchicalSchedule
+from topology import CrossoverSchedule, ExponentialGraph, Graph, HierarchicalSchedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,19 @@ def test_peers_exponential_and_hierarchical():
             assert f"(segment {tr.segment}, send_to {list(tr.send_to)}, recv_from {tr.recv_from})" in line
 
 
+def test_peers_graph_prints_neighbours(tmp_path):
+    edges = tmp_path / "edges.txt"
+    edges.write_text("0 1\n1 2  # comment\n2 3\n")
+    for args, graph in [(["--graph", "torus", "--n", "6"], Graph.torus(2, 3)),
+                        (["--edge-file", str(edges), "--n", "5"], Graph(5, [(0, 1), (1, 2), (2, 3)]))]:
+        proc = _run("peers", "--schedule", "graph", *args)
+        assert proc.returncode == 0, proc.stderr
+        rows = [line for line in proc.stdout.splitlines() if line.strip().startswith("rank")]
+        assert [_int_lists(line) if graph.degree(r) else [] for r, line in enumerate(rows)] == [
+            [list(graph.neighbours(r))] if graph.degree(r) else [] for r in range(graph.n)
+        ]
+
+
 def test_simulate_writes_table_json_and_plot(tmp_path):
     out_json, out_png = tmp_path / "out.json", tmp_path / "out.png"
     proc = _run("simulate", "--schedule", "exponential", "--k", "1", "--n", "4096", "--rounds", "14",
@@ -105,10 +118,14 @@ def test_simulate_crossover_without_plot_does_not_import_matplotlib():
         (["peers", "--schedule", "hierarchical", "--n", "8", "--groupnum", "3"], "groupnum=3 does not divide n=8"),
         (["peers", "--schedule", "mesh", "--n", "4"], "'mesh'"),
         (["peers", "--schedule", "ring", "--n", "four"], "'four'"),
+        (["peers", "--schedule", "graph", "--n", "4"], "exactly one of graph"),
+        (["peers", "--schedule", "graph", "--n", "4", "--edge-file", "{tmp}/bad.txt"], "bad.txt, line 2: self-loop"),
+        (["peers", "--schedule", "graph", "--n", "4", "--edge-file", "{tmp}/missing.txt"], "No such file"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args, needle):
-    proc = _run(*args)
+def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
+    (tmp_path / "bad.txt").write_text("0 1\n1 1\n")
+    proc = _run(*(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()

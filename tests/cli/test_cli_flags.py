@@ -1,0 +1,61 @@
+"""``crossover-sgd train``'s flags come from the generic settings and the algorithms' option
+dataclasses (the registry); the set of flags is the one users have always had."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from crossover_sgd.algorithms.registry import REGISTERED, option_groups
+from crossover_sgd.cli import build_parser
+
+#: Every flag of ``crossover-sgd train`` before the options moved to the algorithms (commit 20c9e93).
+FLAGS_BEFORE = {
+    "--accum-steps", "--accum_steps", "--algorithm", "--amp", "--backend", "--batch-size", "--batch_size",
+    "--channels-last", "--channels_last", "--checkpoint-every", "--checkpoint_every", "--chromosome",
+    "--clip-grad-norm", "--clip_grad_norm", "--data", "--data-dir", "--data_dir", "--dataset", "--device", "--epochs",
+    "--eval-every", "--eval_every", "--fair", "--gossip-buffers", "--gossip-dtype", "--gossip-momentum",
+    "--gossip-overlap", "--gossip_buffers", "--gossip_dtype", "--gossip_momentum", "--gossip_overlap",
+    "--gpu-per-node", "--gpu_per_node", "--groupnum", "--help", "--image-size", "--image_size", "--label-smoothing",
+    "--label_smoothing", "--lars", "--lars-coef", "--lars-momentum-correction", "--lars-momentum-form",
+    "--lars-trust-clip", "--lars_coef", "--lars_momentum_correction", "--lars_momentum_form", "--lars_trust_clip",
+    "--local-itr", "--local_itr", "--log-level", "--log_level", "--lr", "--lr-schedule", "--lr_schedule",
+    "--manual-seed", "--manual_seed", "--model", "--momentum", "--nesterov", "--nproc", "--out", "--poly-end",
+    "--poly-hold-epochs", "--poly-power", "--poly_end", "--poly_hold_epochs", "--poly_power", "--resume", "--seed",
+    "--segmented", "--segments", "--sgp-overlap", "--sgp-peers", "--sgp_overlap", "--sgp_peers", "--skip-nonfinite",
+    "--skip_nonfinite", "--step-gamma", "--step-milestones", "--step_gamma", "--step_milestones", "--stop-at-step",
+    "--stop_at_step", "--sync-grad", "--sync-lars-group-size", "--sync-lars-start-epoch", "--sync_grad",
+    "--sync_lars_group_size", "--sync_lars_start_epoch", "--synthetic-classes", "--synthetic-samples",
+    "--synthetic_classes", "--synthetic_samples", "--tag", "--tensorboard", "--timeout", "--warmup-epochs",
+    "--warmup_epochs", "--wd-schedule", "--wd_schedule", "--weight-decay", "--weight_decay", "--workers",
+    "--world-size", "--world_size", "-h",
+}
+
+
+@pytest.fixture(scope="module")
+def train_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices["train"]
+
+
+def test_train_has_the_same_flags_as_before(train_parser):
+    flags = {o for action in train_parser._actions for o in action.option_strings}
+    assert flags == FLAGS_BEFORE, (sorted(flags - FLAGS_BEFORE), sorted(FLAGS_BEFORE - flags))
+
+
+def test_algorithm_flags_are_grouped_by_the_algorithms_that_read_them(train_parser):
+    titles = {group.title: {o for a in group._group_actions for o in a.option_strings}
+              for group in train_parser._action_groups}
+    assert titles["options of allreduce"] == {"--sync-grad", "--sync_grad"}
+    assert titles["options of sgp"] == {"--sgp-peers", "--sgp_peers"}
+    assert "--gossip-overlap" in titles["options of sgp, crossover"]
+    assert "--chromosome" in titles["options of crossover, hierarchical-crossover"]
+    assert "--gossip-dtype" in titles["options of sgp, crossover, hierarchical-crossover"]
+    for title, specs in option_groups():  # every group's flags are those its options declare
+        declared = {f"--{s.name.replace('_', '-')}" for s in specs} | {a for s in specs for a in s.aliases}
+        assert declared <= titles[f"options of {title}"]
+    help_text = train_parser.format_help()
+    assert all(f"options of {title}" in help_text for title, _ in option_groups())
+    assert set(title.split(", ")[0] for title, _ in option_groups()) <= {cls.name for cls in REGISTERED}
