@@ -1,4 +1,4 @@
-"""One rank of tests/test_consensus.py (started via the local launcher).
+"""One rank of tests/training/test_consensus.py (started via the local launcher).
 
 1. Known replicas: rank i holds parameters and BatchNorm buffers ``base + i * delta`` (base and
    delta the same on every rank); ``consensus_model`` is called and its averaged model and distance

@@ -1,4 +1,4 @@
-"""One rank of tests/test_lars_amp_training.py: drives the real Trainer step by step.
+"""One rank of tests/training/test_lars_amp_training.py: drives the real Trainer step by step.
 
 Variants (all in one process group):
 * ``nonfinite-sgd`` / ``nonfinite-lars``: a crossover run where rank 1's second step sees an
