@@ -33,6 +33,16 @@ def log_level(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
 
 
+def lars_trust_clip(text: str) -> Any:
+    """argparse type for ``--lars-trust-clip``: ``larc`` (any case) or a number."""
+    if text.strip().lower() == "larc":
+        return "larc"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither larc nor a number") from None
+
+
 _TYPES: Dict[type, Callable[[str], Any]] = {bool: str_bool, int: int, float: float, str: str}
 
 
@@ -85,7 +95,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
          help="mxnet (lr inside the momentum buffer, the study's) or pytorch")
     _add(g, "--lars-momentum-correction", type=str_bool, default=d.lars_momentum_correction, metavar="BOOL",
          help="mxnet form: rescale momentum when the lr changes (equals the pytorch form)")
-    _add(g, "--lars-trust-clip", type=float, default=None, help="clip the trust ratio (LARC style; 1: lr cap)")
+    _add(g, "--lars-trust-clip", type=lars_trust_clip, default=None, metavar="larc|C",
+         help="larc: LARC clipping as in apex/timm, local lr min(t, lr) with t the trust ratio; "
+              "a number C > 0: cap the trust ratio, local lr lr*min(t, C) (not LARC); default: neither")
     _add(g, "--sync-lars-group-size", type=int, default=None,
          help="LARS norms of the sum of weights/gradients over groups of this many consecutive ranks")
     _add(g, "--sync-lars-start-epoch", type=int, default=d.sync_lars_start_epoch,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 
 from crossover_sgd.errors import ConfigError, divides_world_error, render_fields
 
@@ -82,7 +82,7 @@ class TrainConfig:
     lars_coef: float = 0.0025
     lars_momentum_form: str = "mxnet"
     lars_momentum_correction: bool = False
-    lars_trust_clip: Optional[float] = None
+    lars_trust_clip: Union[float, str, None] = None  # "larc" (LARC clipping) or a trust-ratio cap
     sync_lars_group_size: Optional[int] = None
     sync_lars_start_epoch: int = 0
     amp: str = "off"
@@ -138,8 +138,11 @@ class TrainConfig:
         _choice("lars_momentum_form", self.lars_momentum_form, LARS_MOMENTUM_FORMS)
         if not (math.isfinite(self.lars_coef) and self.lars_coef > 0):
             raise ConfigError(f"{{lars_coef}} {self.lars_coef} is invalid: use a finite number > 0 (the study: 0.0025)")
-        if self.lars_trust_clip is not None and not self.lars_trust_clip > 0:
-            raise ConfigError(f"{{lars_trust_clip}} {self.lars_trust_clip} is invalid: use a number > 0")
+        clip = self.lars_trust_clip
+        is_number = isinstance(clip, (int, float)) and not isinstance(clip, bool)
+        if clip is not None and clip != "larc" and not (is_number and math.isfinite(clip) and clip > 0):
+            raise ConfigError(f"{{lars_trust_clip}} {clip!r} is invalid: use larc (LARC clipping) "
+                              "or a finite number > 0 (a cap on the trust ratio)")
         if self.sync_lars_group_size is not None:
             if not self.lars:
                 raise ConfigError("{sync_lars_group_size} needs {lars} True (it synchronises LARS norms)")

@@ -9,11 +9,16 @@ default: not 1-D, i.e. not a bias or normalisation parameter), LARS rescales the
 step by the trust ratio::
 
     t = eta * ||w|| / (||g|| + wd * ||w|| + eps)      (t = 1 if ||w|| = 0 or ||g|| = 0)
-    t = min(t, trust_clip)                            (optional clipping)
     d = g + wd * w                                    (weight decay inside the scaled step)
 
-so the local learning rate is ``lr * t``. Excluded tensors use ``t = 1`` and no weight
-decay (plain SGD with momentum).
+so the local learning rate is ``lr * t``. Two optional clippings (at most one):
+
+* ``larc=True``, LARC (NVIDIA apex ``LARC(clip=True)``, timm ``Lars(trust_clip=True)``):
+  ``t = min(t / lr, 1)`` (still 1 where a norm is 0), so the local lr is ``min(t, lr)``;
+* ``trust_ratio_max=c``, a cap on the trust ratio: ``t = min(t, c)``, local lr
+  ``lr * min(t, c)`` (not LARC, also not for ``c = 1``).
+
+Excluded tensors use ``t = 1`` and no weight decay (plain SGD with momentum).
 
 Two momentum forms:
 
@@ -40,12 +45,14 @@ Contents
   a norm hook for cross-rank norm synchronisation);
 * :func:`param_groups` -- split a model into LARS and excluded parameter groups;
 * :func:`trust_ratio` -- the trust ratio on floats or tensors;
+* :func:`larc_ratio` -- LARC's clipped ratio ``min(t / lr, 1)`` on floats or tensors;
 * :mod:`lars.reference` -- the slow per-parameter reference (tests, benchmarks).
 """
 
-from .functional import trust_ratio
+from .functional import larc_ratio, trust_ratio
 from .groups import default_exclude, param_groups
 from .optimizer import LARS, NormHook
 from .options import STUDY_DEFAULTS
 
-__all__ = ["LARS", "NormHook", "STUDY_DEFAULTS", "default_exclude", "param_groups", "trust_ratio"]
+__all__ = ["LARS", "NormHook", "STUDY_DEFAULTS", "default_exclude", "larc_ratio", "param_groups",
+           "trust_ratio"]

@@ -52,6 +52,40 @@ def trust_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: 
     return torch.where((w == 0) | (g == 0), torch.ones_like(ratio), ratio)
 
 
+@overload
+def larc_ratio(w_norm: float, g_norm: float, wd: float, eta: float, eps: float,
+               lr: float) -> float: ...
+@overload
+def larc_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: float, eps: float,
+               lr: float) -> Tensor: ...
+
+
+def larc_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: float, eps: float,
+               lr: float) -> Tensor | float:
+    """LARC's clipped ratio ``min(t / lr, 1)``, ``t = eta * ||w|| / (||g|| + wd * ||w|| + eps)``.
+
+    It multiplies the global learning rate: the local lr is ``lr * larc_ratio = min(t, lr)``
+    (NVIDIA apex ``LARC(clip=True)``: ``adaptive_lr = min(adaptive_lr / lr, 1)``). Where a norm
+    is 0 it is 1 (no adaptation: the local lr is ``lr``, as in apex), and it is 1 when ``lr``
+    is 0 (the limit of ``min(t / lr, 1)``; nothing moves then anyway). Works elementwise on
+    tensors (no host sync; NaN norms give NaN) and on Python numbers (returns a float).
+    Example: ``larc_ratio(1.0, 2.0, 0.0, 0.1, 0.0, lr=0.1)`` is ``0.5`` (local lr 0.05), and
+    ``1.0`` with ``lr=0.01`` (local lr 0.01).
+    """
+    if not isinstance(w_norm, Tensor) and not isinstance(g_norm, Tensor):
+        w, g = float(w_norm), float(g_norm)
+        if w == 0.0 or g == 0.0 or lr == 0:
+            return 1.0
+        return min(eta * w / (g + wd * w + eps) / lr, 1.0)
+    like = w_norm if isinstance(w_norm, Tensor) else g_norm
+    w = torch.as_tensor(w_norm, dtype=like.dtype, device=like.device)
+    g = torch.as_tensor(g_norm, dtype=like.dtype, device=like.device)
+    if lr == 0:
+        return torch.ones_like(w * g)
+    ratio = (eta * w / (g + wd * w + eps) / lr).clamp(max=1.0)
+    return torch.where((w == 0) | (g == 0), torch.ones_like(ratio), ratio)
+
+
 def coef_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype of norms and per-tensor factors for parameters of ``dtype`` (at least float32)."""
     return torch.promote_types(dtype, torch.float32)
@@ -94,8 +128,9 @@ def multi_tensor_lars_(
     eta: float,
     eps: float,
     nesterov: bool,
-    trust_clip: float | None,
     momentum_form: str,
+    larc: bool = False,
+    trust_ratio_max: float | None = None,
     last_lrs: list[Tensor] | None = None,
     inv_grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
@@ -103,8 +138,9 @@ def multi_tensor_lars_(
     """One LARS step, in place, for tensors sharing a device and a dtype.
 
     The first ``k = len(weight_norms)`` tensors are LARS parameters, the rest are
-    excluded (trust ratio 1, no weight decay). With ``t`` the (clipped) trust ratio
-    and ``d = g + wd * w``:
+    excluded (trust ratio 1, no weight decay). With ``d = g + wd * w`` and ``t`` the trust
+    ratio, replaced by :func:`larc_ratio` (``min(t / lr, 1)``) when ``larc`` and capped at
+    ``min(t, trust_ratio_max)`` when that is given:
 
     * ``momentum_form="mxnet"``: ``buf = m' * buf + lr * t * d``; ``w -= buf``
       (Nesterov: ``w -= lr * t * d + m * buf``);
@@ -148,9 +184,13 @@ def multi_tensor_lars_(
     a: Factor = base
     b: Tensor | None = None
     if n_lars:
-        trust = trust_ratio(weight_norms.to(cdtype), grad_norms.to(cdtype), weight_decay, eta, eps)
-        if trust_clip is not None:
-            trust = trust.clamp(max=trust_clip)
+        norms = weight_norms.to(cdtype), grad_norms.to(cdtype)
+        if larc:
+            trust = larc_ratio(*norms, weight_decay, eta, eps, lr)
+        else:
+            trust = trust_ratio(*norms, weight_decay, eta, eps)
+            if trust_ratio_max is not None:
+                trust = trust.clamp(max=trust_ratio_max)
         a_vec = torch.full((n_all,), base, dtype=cdtype, device=device)
         a_vec[:n_lars] *= trust
         if weight_decay != 0.0:

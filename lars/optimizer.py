@@ -41,9 +41,9 @@ class LARS(Optimizer):
     For every parameter that is not excluded (see :mod:`lars.groups`; by default
     every tensor with ``ndim <= 1``), the step is scaled by the trust ratio
     ``t = eta * ||w|| / (||g|| + weight_decay * ||w|| + eps)`` (1 when a norm is 0),
-    optionally clipped to ``min(t, trust_clip)``, and weight decay is applied inside
-    the scaled update (``d = g + weight_decay * w``). Excluded parameters get plain
-    SGD with momentum and no weight decay (``t = 1``, ``d = g``). Then
+    optionally clipped (see below), and weight decay is applied inside the scaled update
+    (``d = g + weight_decay * w``). Excluded parameters get plain SGD with momentum and no
+    weight decay (``t = 1``, ``d = g``). Then
 
     * ``momentum_form="mxnet"`` (the study's): ``buf = m * buf + lr * t * d``; ``w -= buf``
     * ``momentum_form="pytorch"``: ``buf = m * buf + t * d``; ``w -= lr * buf``
@@ -53,13 +53,20 @@ class LARS(Optimizer):
     multiplies ``m`` by ``lr_t / lr_prev`` (``lr_prev``: the lr of the buffer's last
     applied update), which makes the MXNet form equal to the PyTorch form.
 
-    ``trust_clip=c`` gives ``local_lr = lr * min(t, c)``; ``c = 1`` is LARC-style
-    clipping so that the local lr never exceeds the global lr.
+    Clipping (at most one of the two):
+
+    * ``larc=True``: LARC clipping (NVIDIA apex ``LARC(clip=True)``, timm
+      ``Lars(trust_clip=True)``): ``t`` is replaced by ``min(t / lr, 1)``, so the local lr is
+      ``min(t, lr)``: the trust ratio itself is the local lr, capped at the global lr
+      (:func:`lars.larc_ratio`; 1, i.e. local lr ``lr``, where a norm is 0).
+    * ``trust_ratio_max=c``: a cap on the trust ratio, ``t = min(t, c)``, so the local lr is
+      ``lr * min(t, c)``. This is *not* LARC (``c = 1`` caps the local lr at ``lr`` but
+      leaves it ``lr * t``, not ``t``, below the cap).
 
     All options are per parameter group: ``lr``, ``momentum``, ``weight_decay``, ``eta``,
-    ``eps``, ``nesterov``, ``trust_clip``, ``momentum_form``, ``momentum_correction`` and
-    ``exclude`` (``None``: by ``ndim``; ``True``/``False``: the whole group). ``lr``
-    must be a Python number. Bad values raise ``ValueError``.
+    ``eps``, ``nesterov``, ``larc``, ``trust_ratio_max``, ``momentum_form``,
+    ``momentum_correction`` and ``exclude`` (``None``: by ``ndim``; ``True``/``False``: the
+    whole group). ``lr`` must be a Python number. Bad values raise ``ValueError``.
 
     ``step()`` reads no tensor on the host. It supports ``torch.amp.GradScaler``
     natively (``_step_supports_amp_scaling``): it takes ``grad_scale`` and ``found_inf``
@@ -81,12 +88,14 @@ class LARS(Optimizer):
                  eta: float = DEFAULTS["eta"],
                  eps: float = DEFAULTS["eps"],
                  nesterov: bool = DEFAULTS["nesterov"],
-                 trust_clip: float | None = DEFAULTS["trust_clip"],
+                 larc: bool = DEFAULTS["larc"],
+                 trust_ratio_max: float | None = DEFAULTS["trust_ratio_max"],
                  momentum_form: str = DEFAULTS["momentum_form"],
                  momentum_correction: bool = DEFAULTS["momentum_correction"],
                  exclude: bool | None = DEFAULTS["exclude"]) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps,
-                        nesterov=nesterov, trust_clip=trust_clip, momentum_form=momentum_form,
+                        nesterov=nesterov, larc=larc, trust_ratio_max=trust_ratio_max,
+                        momentum_form=momentum_form,
                         momentum_correction=momentum_correction, exclude=exclude)
         validate_options(defaults)
         self._norm_hook: NormHook | None = None
@@ -129,7 +138,13 @@ class LARS(Optimizer):
                 for p in bucket.params]
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load state; keeps ``last_lr`` in float32 (torch casts it to the parameter dtype)."""
+        """Load state; keeps ``last_lr`` in float32 (torch casts it to the parameter dtype).
+
+        A state saved before ``trust_clip`` was renamed loads with the same meaning: its
+        ``trust_clip`` becomes ``trust_ratio_max`` (and ``larc`` is False).
+        """
+        state_dict = {**state_dict,
+                      "param_groups": [_upgrade_group(g) for g in state_dict["param_groups"]]}
         saved_last_lrs = {}
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups):
             for saved_id, param in zip(saved_group["params"], group["params"]):
@@ -229,8 +244,8 @@ class LARS(Optimizer):
                     _or_empty(bucket.weight_norms, device), _or_empty(bucket.grad_norms, device),
                     lr=group["lr"], momentum=group["momentum"],
                     weight_decay=group["weight_decay"], eta=group["eta"], eps=group["eps"],
-                    nesterov=group["nesterov"], trust_clip=group["trust_clip"],
-                    momentum_form=group["momentum_form"],
+                    nesterov=group["nesterov"], momentum_form=group["momentum_form"],
+                    larc=group["larc"], trust_ratio_max=group["trust_ratio_max"],
                     last_lrs=[s["last_lr"] for s in states] if group["momentum_correction"] else None,
                     inv_grad_scale=(None if grad_scale is None
                                     else to_device(grad_scale, device, torch.float64).reciprocal()),
@@ -243,6 +258,15 @@ class LARS(Optimizer):
                     taken = (to_device(found_inf, device) == 0).to(torch.float32)
                     torch._foreach_add_(steps, [taken] * len(steps))
         return loss
+
+
+def _upgrade_group(group: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved group with the options of this version (``trust_clip`` was the ratio cap)."""
+    group = dict(group)
+    if "trust_clip" in group:
+        group.setdefault("trust_ratio_max", group.pop("trust_clip"))
+        group.setdefault("larc", False)
+    return group
 
 
 def _or_empty(norms: Tensor | None, device: torch.device) -> Tensor:

@@ -26,7 +26,8 @@ DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "eta": 0.001,
         "eps": 1e-9,
         "nesterov": False,
-        "trust_clip": None,
+        "larc": False,
+        "trust_ratio_max": None,
         "momentum_form": MXNET,
         "momentum_correction": False,
         "exclude": None,
@@ -88,9 +89,18 @@ def validate_options(options: Mapping[str, Any]) -> None:
         _check_real("weight_decay", options["weight_decay"], lower=0.0)
     if "eps" in options:
         _check_real("eps", options["eps"], lower=0.0)
-    clip = options.get("trust_clip")
-    if clip is not None:
-        _check_real("trust_clip", clip, lower=0.0, lower_inclusive=False)
+    if "trust_clip" in options:
+        raise ValueError(f"LARS: trust_clip={options['trust_clip']!r} is no longer an option: "
+                         "it capped the trust ratio (local lr lr * min(t, c)), now "
+                         "trust_ratio_max=c; for LARC clipping (local lr min(t, lr)) use larc=True")
+    if "larc" in options:
+        _check_bool("larc", options["larc"])
+    cap = options.get("trust_ratio_max")
+    if cap is not None:
+        _check_real("trust_ratio_max", cap, lower=0.0, lower_inclusive=False)
+        if options.get("larc"):
+            raise _fail("trust_ratio_max", cap,
+                        "None with larc=True (LARC already caps the local lr at lr; choose one)")
     for name in ("nesterov", "momentum_correction"):
         if name in options:
             _check_bool(name, options[name])

@@ -3,7 +3,7 @@
 Deliberately plain and independent of :mod:`lars.functional`: one parameter at a
 time, norms read to the host with ``.item()`` and the trust ratio computed in
 Python floats. It implements the same options as :class:`lars.LARS` (both momentum
-forms, momentum correction, Nesterov, trust clipping, exclusion) but neither
+forms, momentum correction, Nesterov, LARC clipping and the trust-ratio cap, exclusion) but neither
 GradScaler's ``grad_scale``/``found_inf`` protocol nor the norm hook. Do not use it
 for training: it synchronises with the device for every parameter.
 """
@@ -51,8 +51,10 @@ class ReferenceLARS(Optimizer):
                         trust = 1.0
                     else:
                         trust = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
-                    if group["trust_clip"] is not None:
-                        trust = min(trust, group["trust_clip"])
+                        if group["larc"]:  # local lr min(trust, lr)
+                            trust = min(trust / lr, 1.0) if lr > 0 else 1.0
+                    if group["trust_ratio_max"] is not None:
+                        trust = min(trust, group["trust_ratio_max"])
                     d = p.grad + wd * p
                 coef = lr * trust if mxnet else trust
                 if m != 0.0:

@@ -59,9 +59,14 @@ class Algorithm:
     def __init__(self, ctx: DistContext, config: TrainConfig):
         self.ctx = ctx
         self.config = config
-        self.options = self.options_class.from_values(config.options.values if config.options is not None else {})
+        self.options = self.options_of(config)
         self.comm = CommStats()
         self.model: nn.Module = nn.Module()
+
+    @classmethod
+    def options_of(cls, config: TrainConfig) -> AlgorithmOptions:
+        """This algorithm's options in ``config`` (its defaults where the config holds none)."""
+        return cls.options_class.from_values(config.options.values if config.options is not None else {})
 
     @classmethod
     def roles(cls, world_size: int, options: AlgorithmOptions) -> List[str]:
@@ -69,13 +74,13 @@ class Algorithm:
         return [TRAINER] * world_size
 
     def run_role(self, model: nn.Module) -> Dict[str, Any]:
-        """The loop of a rank whose role is not ``trainer`` (``self.ctx.role``); returns what the
-        run's summary records of it."""
+        """The loop of a rank whose role is not ``trainer`` (``self.ctx.role``), given the run's
+        initial model; returns this rank's result (what ``run_worker`` returns on it)."""
         raise NotImplementedError(f"{self.name} has no role {self.ctx.role!r}")
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Start every replica from rank 0's weights; return the module to train with."""
-        broadcast_model(model)
+        """Start every replica from the first trainer's weights; return the module to train with."""
+        broadcast_model(model, src=self.ctx.trainers[0], group=self.ctx.train_group)
         self.model = model
         return model
 
@@ -93,6 +98,10 @@ class Algorithm:
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Called after ``optimizer.step()``."""
+
+    def finish(self, status: str) -> None:
+        """Called on every trainer when its loop ends (``status``: finished, stopped or preempted),
+        before the summary: e.g. tell a server rank to stop serving."""
 
     def flush(self) -> None:
         """Finish communication still in flight (called before evaluation and checkpoints)."""

@@ -33,13 +33,15 @@ def model_state_tensors(model: nn.Module, buffers: bool = True) -> List[torch.Te
     return tensors
 
 
-def broadcast_model(model: nn.Module, src: int = 0) -> None:
-    """Make every rank's parameters and buffers equal to rank ``src``'s."""
-    if dist.get_world_size() == 1:
+def broadcast_model(model: nn.Module, src: int = 0, group: Optional[dist.ProcessGroup] = None) -> None:
+    """Make the parameters and buffers of every rank of ``group`` (None: the world) equal to rank
+    ``src``'s (a rank of the world, member of the group)."""
+    if dist.get_world_size(group) == 1:
         return
     flat = FlatParams([t for t in model.state_dict().values() if torch.is_tensor(t)])
-    for buf in flat.pack():
-        dist.broadcast(buf, src)
+    with peer_failure("broadcast of the initial model", group_ranks(group)):
+        for buf in flat.pack():
+            dist.broadcast(buf, src, group=group)
     flat.unpack()
 
 

@@ -2,27 +2,30 @@
 
 Layout under ``OUT/checkpoints/``::
 
-    step00000120/rank0.pt ... rank{n-1}.pt    every rank's full training state at step 120
-    latest.json                               {"step": 120, "world_size": n}  (written last)
+    step00000120/rank0.pt ... rank{n-1}.pt    every trainer's full training state at step 120
+    latest.json                               {"step": 120, "world_size": n, "ranks": [...]}  (written last)
 
-Each file is written atomically; rank 0 writes ``latest.json`` only after every rank has saved
-(a barrier), then removes older step folders. A run killed at any moment therefore resumes from
+Each file is written atomically; the first trainer writes ``latest.json`` only after every
+trainer has saved (a barrier), then removes older step folders. (An algorithm without collectives
+over its trainers publishes nothing: each trainer keeps its own latest file.) A run killed at any moment therefore resumes from
 a complete, consistent step. Loading checks the format tag and that the run matches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 from crossover_sgd.atomic import atomic_write, atomic_write_json
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "load_checkpoint",
+           "prune_own_checkpoints"]
 
 FORMAT = "crossover-sgd-checkpoint"
 VERSION = 1
@@ -41,9 +44,13 @@ def save_checkpoint(out: Path, rank: int, step: int, state: Dict[str, Any]) -> P
     return path
 
 
-def publish_checkpoint(out: Path, step: int, world_size: int) -> None:
-    """Rank 0, once every rank has saved ``step``: point ``latest.json`` at it, drop older ones."""
-    atomic_write_json(out / "checkpoints" / "latest.json", {"step": step, "world_size": world_size})
+def publish_checkpoint(out: Path, step: int, world_size: int, ranks: Optional[Sequence[int]] = None) -> None:
+    """The first trainer, once every trainer (``ranks``, default all) has saved ``step``: point
+    ``latest.json`` at it, drop older ones."""
+    marker = {"step": step, "world_size": world_size}
+    if ranks is not None and list(ranks) != list(range(world_size)):
+        marker["ranks"] = list(ranks)
+    atomic_write_json(out / "checkpoints" / "latest.json", marker)
     keep = _step_dir(out, step).name
     for old in (out / "checkpoints").glob("step*"):
         if old.is_dir() and old.name != keep:
@@ -63,10 +70,20 @@ def published_checkpoint(out: Path, world_size: int) -> Path:
         raise ConfigError(f"{{resume}}: checkpoint {marker} was written with world_size={saved_world!r}, "
                           f"but this run has world_size={world_size!r}")
     folder = _step_dir(out, step)
-    missing = [r for r in range(world_size) if not (folder / f"rank{r}.pt").is_file()]
+    missing = [r for r in published.get("ranks", range(world_size)) if not (folder / f"rank{r}.pt").is_file()]
     if missing:
         raise ConfigError(f"{{resume}}: checkpoint {folder} lacks the files of rank(s) {missing}")
     return folder
+
+
+def prune_own_checkpoints(out: Path, rank: int, step: int) -> None:
+    """Remove this rank's files of steps before ``step`` (and step folders left empty)."""
+    keep = _step_dir(out, step).name
+    for old in (out / "checkpoints").glob("step*"):
+        if old.is_dir() and old.name < keep:
+            (old / f"rank{rank}.pt").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                old.rmdir()
 
 
 def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],

@@ -32,6 +32,14 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+def initial_model(config, num_classes: int, in_channels: int, image_size: int, device: torch.device,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """``config.model`` with the initial weights of the run (seeded by ``config.seed``, so every
+    rank, whatever its role, builds the same), on ``device``."""
+    torch.manual_seed(config.seed)
+    return build_model(config.model, num_classes, in_channels, image_size).to(device, memory_format=memory_format)
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:
     """A freshly initialised model (no pretrained weights are ever downloaded)."""
     if name == "small_cnn":

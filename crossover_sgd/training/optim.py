@@ -18,8 +18,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
     import lars
 
+    clip = config.lars_trust_clip  # "larc": LARC clipping; a number: a cap on the trust ratio
     return lars.LARS(lars.param_groups(model), lr=config.lr, momentum=config.momentum,
                      weight_decay=config.weight_decay, eta=config.lars_coef, eps=1e-9,
-                     nesterov=config.nesterov, trust_clip=config.lars_trust_clip,
+                     nesterov=config.nesterov, larc=clip == "larc",
+                     trust_ratio_max=None if clip in (None, "larc") else clip,
                      momentum_form=config.lars_momentum_form,
                      momentum_correction=config.lars_momentum_correction)

@@ -32,6 +32,7 @@ from crossover_sgd.runtime.process_group import (TRAINER, DistContext, assign_ro
 from crossover_sgd.runtime.watchdog import Heartbeat
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
+from crossover_sgd.training.models import initial_model
 from crossover_sgd.training.outputs import default_out_dir
 from crossover_sgd.training.preflight import preflight
 from crossover_sgd.training.trainer import Trainer
@@ -66,8 +67,10 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
         raise
     backend = select_backend(device, config.backend)
     data = build_datasets(config)
+    cls = ALGORITHMS[config.algorithm]
+    roles = cls.roles(info.world_size, cls.options_of(config))
     resume_state: Optional[Dict[str, Any]] = None
-    if config.resume:
+    if config.resume and roles[info.rank] == TRAINER:
         expected = {"world_size": info.world_size, "algorithm": config.algorithm, "model": config.model,
                     "dataset": config.dataset, "batch_size": config.batch_size, "local_itr": config.local_itr}
         resume_state = load_checkpoint(Path(config.out), info.rank, expected, device)
@@ -76,9 +79,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
                            gpu_per_node=config.gpu_per_node)
     heartbeat = start_heartbeat(ctx)
     try:
-        cls = ALGORITHMS[config.algorithm]
-        ctx = assign_roles(ctx, cls.roles(ctx.world_size, config.options.of(config.algorithm)
-                                          if config.options is not None else cls.options_class()))
+        ctx = assign_roles(ctx, roles)
         return _run(config, ctx, data, resume_state, started, flag_names or {})
     except ConfigError as exc:
         exc.quiet = ctx.rank != 0  # found alike by every rank (config x world): rank 0 reports it
@@ -136,21 +137,22 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
             atomic_write_json(out / "config.json", config.to_dict())
         warn_ineffective_options(config, flag_names)
     if trainer is None:
-        result = algorithm.run_role(algorithm.model)
-        dist.barrier()
-        return result
-    if resume_state is not None:
-        trainer.load_state_dict(resume_state)
-    summary = _train(config, ctx, trainer, algorithm, out, started)
-    if algorithm.group_collectives or ctx.train_size < ctx.world_size:
-        dist.barrier()
-    return summary
+        result = algorithm.run_role(initial_model(config, data.num_classes, data.in_channels, data.image_size,
+                                                  ctx.device))
+    else:
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
+        result = _train(config, ctx, trainer, algorithm, out, started)
+    if algorithm.group_collectives:
+        dist.barrier()  # every rank, whatever its role, leaves together
+    return result
 
 
 def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: Algorithm, out: Path,
            started: float) -> Dict[str, Any]:
     """A trainer's loop, then the run's summary (written by the first trainer)."""
     result = trainer.fit()
+    algorithm.finish(result["status"])
     finals = trainer.group.gather_objects(result["final"])
     summary = {
         "status": result["status"],

@@ -20,11 +20,11 @@ from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.training.consensus import consensus_model
-from crossover_sgd.training.checkpoint import publish_checkpoint, save_checkpoint
+from crossover_sgd.training.checkpoint import prune_own_checkpoints, publish_checkpoint, save_checkpoint
 from crossover_sgd.training.data import DatasetBundle
 from crossover_sgd.training.group import TrainingGroup
 from crossover_sgd.training.lars_sync import GroupNormSync
-from crossover_sgd.training.models import build_model
+from crossover_sgd.training.models import initial_model
 from crossover_sgd.training.optim import build_optimizer
 from crossover_sgd.training.precision import Precision
 from crossover_sgd.training.outputs import MetricsLog, TensorBoardLog
@@ -44,10 +44,9 @@ class Trainer:
                  out: Path):
         self.config, self.ctx, self.data, self.algorithm, self.out = config, ctx, data, algorithm, out
         self.group = TrainingGroup(ctx, collectives=algorithm.group_collectives)
-        torch.manual_seed(config.seed)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = build_model(config.model, data.num_classes, data.in_channels, data.image_size).to(
-            ctx.device, memory_format=self.memory_format)
+        self.model = initial_model(config, data.num_classes, data.in_channels, data.image_size, ctx.device,
+                                   self.memory_format)
         self.precision = Precision(config.amp, ctx.device, config.skip_nonfinite)
         self.train_model = algorithm.prepare(self.model)
         self.optimizer = build_optimizer(self.model, config)
@@ -110,9 +109,12 @@ class Trainer:
     def checkpoint(self) -> None:
         self.algorithm.flush()
         save_checkpoint(self.out, self.ctx.rank, self.step, self.state_dict())
+        if not self.group.collectives:  # no agreement on a step: each trainer keeps its own latest
+            prune_own_checkpoints(self.out, self.ctx.rank, self.step)
+            return
         self.group.barrier()
         if self.ctx.is_main:
-            publish_checkpoint(self.out, self.step, self.ctx.world_size)
+            publish_checkpoint(self.out, self.step, self.ctx.world_size, self.ctx.trainers)
         self.group.barrier()
 
     # ----------------------------------------------------------------------------- training

@@ -1,4 +1,4 @@
-"""One rank of tests/test_roles.py: process roles through the real ``run_worker``.
+"""One rank of tests/training/test_roles.py: process roles through the real ``run_worker``.
 
 Usage: ``roles.py MODE OUT RESULTS`` with the launcher's variables set. ``OUT`` is the run's output
 folder; the value ``run_worker`` returns on this rank goes to ``RESULTS/rank{R}.pt``. Modes:
@@ -86,6 +86,8 @@ class CentralServerSGD(Algorithm):
     def run_role(self, model: nn.Module) -> Dict[str, Any]:
         assert self.ctx.role == "server" and self.ctx.rank == SERVER, self.ctx
         cfg, trainers = self.config, self.ctx.trainers
+        # run_worker passes algorithm.model, which only Trainer.__init__ (prepare) fills: on a
+        # non-trainer rank it is an empty nn.Module. Build the server's copy as the Trainer does.
         data = build_datasets(cfg)
         torch.manual_seed(cfg.seed)  # as the Trainer does before building its model
         model = build_model(cfg.model, data.num_classes, data.in_channels, data.image_size).to(self.ctx.device)
@@ -155,7 +157,7 @@ class LocalAloneSGD(Algorithm):
         rank = self.ctx.rank
         (self.results / f"started_rank{rank}").touch()
         if rank == int(os.environ["ROLES_TEST_VICTIM"]):
-            _wait_for(self.results / "never", "the SIGKILL of this rank")  # killed while waiting
+            _wait_for(self.results / "no-such-file", "the SIGKILL of this rank")  # killed while waiting
         _wait_for(self.results / "victim_killed", "the SIGKILL of the victim")
 
 
@@ -163,7 +165,7 @@ MODES = {
     "central-server": (CentralServerSGD, dict(SHARED, algorithm=CentralServerSGD.name)),
     "allreduce": (None, dict(SHARED, algorithm="allreduce", sync_grad=True)),
     "local-alone": (LocalAloneSGD, dict(SHARED, algorithm=LocalAloneSGD.name, epochs=3, momentum=0.9,
-                                        checkpoint_every=1000)),
+                                        checkpoint_every=1)),
 }
 
 

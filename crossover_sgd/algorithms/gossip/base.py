@@ -1,29 +1,36 @@
-"""What the gossip algorithms (SGP, Crossover-SGD) share: replicas that differ between steps,
-the segments of tensors they mix, and point-to-point rounds.
+"""What the gossip algorithms (SGP, Crossover-SGD, hierarchical Crossover-SGD) share: replicas that
+differ between steps, the segments of tensors they mix, point-to-point rounds and the round clock.
 
 Messages travel in the model's dtype or, with ``--gossip-dtype fp32|fp16|bf16``, cast to that
 dtype (half precision halves the bytes; averaging happens in the model's dtype). Mixed tensors:
 the parameters; with ``--gossip-buffers`` also floating-point buffers (BatchNorm
 running statistics); with ``--gossip-momentum`` also each parameter's momentum buffer, in the
 parameter's segment (kept local by default, as in the study). Every rank starts from rank 0's
-weights. Schedules are drawn from ``--seed`` and the round counter, identically on every rank.
+weights. Schedules are drawn from ``--seed`` and the round counter (:attr:`GossipAlgorithm.round`,
+advanced once per round and saved in checkpoints), identically on every rank. The traffic counter
+``comm.rounds`` counts the same rounds for the reports; it is not the schedules' clock.
+
+Segments are cut once, in ``prepare`` (``--chromosome``/``--segments``, :class:`SegmentOptions`,
+:func:`segment_model`); their flat buffers are built at the first step, when momentum buffers exist.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
+from torch import nn
 
 from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.algorithms.options import AlgorithmOptions, option
 from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.p2p import Message, Pending, post
 from crossover_sgd.errors import DivergedError
-from crossover_sgd.algorithms.gossip.segments import Segment, attach_momentum, split_model
+from crossover_sgd.algorithms.gossip.segments import CHROMOSOMES, Segment, attach_momentum, split_model
 
-__all__ = ["GossipAlgorithm", "GossipOptions", "OverlapOptions", "SegmentRound", "MAX_DTYPES"]
+__all__ = ["GossipAlgorithm", "GossipOptions", "OverlapOptions", "SegmentOptions", "SegmentRound", "MAX_DTYPES",
+           "segment_model"]
 
 #: Tags of one segment's messages: ``segment * MAX_DTYPES + dtype index``.
 MAX_DTYPES = 8
@@ -53,6 +60,30 @@ class OverlapOptions(AlgorithmOptions):
 
 
 @dataclass
+class SegmentOptions(AlgorithmOptions):
+    """How the model is cut into segments and how peers are drawn (crossover, hierarchical)."""
+
+    chromosome: str = option("fine", "crossover segments: coarse (stages) or fine (blocks)", choices=CHROMOSOMES)
+    segments: Optional[int] = option(None, "crossover: N segments of about equal bytes instead", minimum=1)
+    fair: bool = option(True, "crossover: load-balanced senders (False: the study's 'no fairness' ablation)",
+                        metavar="BOOL")
+    segmented: bool = option(True, "crossover: a peer per segment (False: the 'no segmentation' ablation)",
+                             metavar="BOOL")
+
+    def unused(self) -> Dict[str, str]:
+        return {"chromosome": "{segments} replaces it"} if self.segments is not None else {}
+
+
+def segment_model(model: nn.Module, options: SegmentOptions, buffers: bool) -> List[Segment]:
+    """``model``'s mixed tensors cut as ``options`` say: ``--segments N`` parts of about equal bytes,
+    else by ``--chromosome``; with ``buffers``, floating-point buffers too. Raises ConfigError for a
+    value the model does not allow (``{segments}`` larger than its number of tensors)."""
+    if options.segments is not None:
+        return split_model(model, num_segments=options.segments, buffers=buffers)
+    return split_model(model, chromosome=options.chromosome, buffers=buffers)
+
+
+@dataclass
 class SegmentRound:
     """One segment's part of a round: its messages and, when it receives, where they land."""
 
@@ -64,7 +95,13 @@ class SegmentRound:
 
 
 class GossipAlgorithm(Algorithm):
-    """Base of algorithms whose replicas differ between steps and are mixed after each step."""
+    """Base of algorithms whose replicas differ between steps and are mixed after each step.
+
+    ``prepare`` cuts the model into :attr:`segments` (:meth:`split`); the first
+    :meth:`ensure_flats` attaches momentum buffers (``--gossip-momentum``) and moves every segment
+    into its flat buffers (:attr:`flats`). A subclass's ``after_step`` plans and mixes one round,
+    then calls :meth:`end_round`, which advances :attr:`round`.
+    """
 
     replicas_identical = False
     options_class = GossipOptions
@@ -73,22 +110,38 @@ class GossipAlgorithm(Algorithm):
         super().__init__(ctx, config)
         self.segments: List[Segment] = []
         self.flats: List[FlatParams] = []
+        self._round = 0
 
     def split(self) -> List[Segment]:
         """The model's mixed tensors as segments (default: one segment holding everything)."""
         return split_model(self.model, num_segments=1, buffers=self.options.gossip_buffers)
 
-    def build_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
-        """Cut the model into segments (with momentum buffers attached when they are mixed)."""
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Start from rank 0's weights and cut the model into segments (a bad ``--segments`` or
+        ``--chromosome`` is refused here, before anything is written)."""
+        model = super().prepare(model)
         self.segments = self.split()
+        self.flats = []
+        return model
+
+    def ensure_flats(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
+        """On first use, attach momentum buffers to the segments when they are mixed (they exist only
+        after the first optimizer step) and move every segment into its flat buffers."""
+        if self.flats:
+            return
         if self.options.gossip_momentum and optimizer is not None:
             attach_momentum(self.segments, self.model, optimizer)
         self.flats = [FlatParams(s.tensors, share_storage=True) for s in self.segments]
 
-    def ensure_segments(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
-        """Build segments on first use (momentum buffers exist only after the first step)."""
-        if not self.flats:
-            self.build_segments(optimizer)
+    @property
+    def round(self) -> int:
+        """The gossip round this rank is in (0 before the first): the clock of the schedules."""
+        return self._round
+
+    def end_round(self) -> None:
+        """Advance to the next round (and count it in ``comm.rounds``, for the reports)."""
+        self._round += 1
+        self.comm.rounds += 1
 
     @property
     def wire_dtype(self) -> Optional[torch.dtype]:
@@ -145,6 +198,26 @@ class GossipAlgorithm(Algorithm):
         """One message per dtype buffer of ``segment``, tagged so that pairs cannot mix them up."""
         return [Message(peer, buf, segment * MAX_DTYPES + i) for i, buf in enumerate(buffers)]
 
-    @property
-    def round(self) -> int:
-        return self.comm.rounds
+    def exchange(self, segment: int, send_to: Sequence[int], recv_from: int, snapshot: bool = False) -> SegmentRound:
+        """``segment``'s part of a round: its values to each rank of ``send_to``, ``recv_from``'s into
+        a receive buffer to average with (none when ``recv_from`` is this rank). ``snapshot``: send
+        a copy (overlapped rounds: the segment changes while its messages travel)."""
+        flat = self.flats[segment]
+        part = SegmentRound(flat)
+        own = flat.pack()
+        if snapshot:
+            own = part.sent = flat.snapshot(own)
+        wire = self.to_wire(own)
+        for receiver in send_to:
+            part.sends += self.messages(receiver, segment, wire)
+        if recv_from != self.ctx.rank:
+            part.incoming = flat.scratch(self.wire_dtype)
+            part.recvs = self.messages(recv_from, segment, part.incoming)
+        return part
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {**super().state_dict(), "round": self._round}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._round = int(state["round"])

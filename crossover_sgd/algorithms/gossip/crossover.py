@@ -28,28 +28,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from crossover_sgd.algorithms.gossip.base import GossipAlgorithm, GossipOptions, OverlapOptions, SegmentRound
-from crossover_sgd.algorithms.options import AlgorithmOptions, option
+from crossover_sgd.algorithms.gossip.base import (GossipAlgorithm, GossipOptions, OverlapOptions, SegmentOptions,
+                                                  SegmentRound, segment_model)
+from crossover_sgd.algorithms.gossip.segments import Segment
 from crossover_sgd.comm.p2p import Pending
-from crossover_sgd.algorithms.gossip.segments import CHROMOSOMES, Segment, split_model
 from topology import CrossoverSchedule
 
 __all__ = ["CrossoverSGD", "CrossoverOptions", "SegmentOptions"]
-
-
-@dataclass
-class SegmentOptions(AlgorithmOptions):
-    """How the model is cut into segments and how peers are drawn (crossover, hierarchical)."""
-
-    chromosome: str = option("fine", "crossover segments: coarse (stages) or fine (blocks)", choices=CHROMOSOMES)
-    segments: Optional[int] = option(None, "crossover: N segments of about equal bytes instead", minimum=1)
-    fair: bool = option(True, "crossover: load-balanced senders (False: the study's 'no fairness' ablation)",
-                        metavar="BOOL")
-    segmented: bool = option(True, "crossover: a peer per segment (False: the 'no segmentation' ablation)",
-                             metavar="BOOL")
-
-    def unused(self) -> Dict[str, str]:
-        return {"chromosome": "{segments} replaces it"} if self.segments is not None else {}
 
 
 @dataclass
@@ -62,22 +47,17 @@ class CrossoverSGD(GossipAlgorithm):
     options_class = CrossoverOptions
 
     def split(self) -> List[Segment]:
-        cfg = self.options
-        if cfg.segments is not None:
-            return split_model(self.model, num_segments=cfg.segments, buffers=cfg.gossip_buffers)
-        return split_model(self.model, chromosome=cfg.chromosome, buffers=cfg.gossip_buffers)
+        return segment_model(self.model, self.options, buffers=self.options.gossip_buffers)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = super().prepare(model)
-        self.build_segments(None)  # checks --segments/--chromosome now, before anything is written
         self.schedule = CrossoverSchedule(self.ctx.world_size, len(self.segments), self.config.seed,
                                           fair=self.options.fair, segmented=self.options.segmented)
-        self.flats = []  # rebuilt at the first step, when momentum buffers exist
         self.in_flight: Optional[Tuple[Pending, List[SegmentRound]]] = None
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.ensure_segments(optimizer)
+        self.ensure_flats(optimizer)
         self.flush()
         parts = self.plan_round()
         pending = self.post_round(parts, what=f"crossover round {self.round}")
@@ -85,27 +65,15 @@ class CrossoverSGD(GossipAlgorithm):
             self.in_flight = (pending, parts)
         else:
             self.mix(pending, parts)
-        self.comm.rounds += 1
+        self.end_round()
 
     def plan_round(self) -> List[SegmentRound]:
         """Every segment's messages for this round: the segment to its receivers, the source's in."""
-        rank, overlap = self.ctx.rank, self.options.gossip_overlap
+        rank = self.ctx.rank
         peers = self.schedule.peers(self.round)
-        parts = []
-        for s, flat in enumerate(self.flats):
-            part = SegmentRound(flat)
-            own = flat.pack()
-            if overlap:  # the segment changes while its message travels: send a snapshot
-                own = part.sent = flat.snapshot(own)
-            wire = self.to_wire(own)
-            for receiver in peers.receivers(s, rank):
-                part.sends += self.messages(receiver, s, wire)
-            source = int(peers.recv_from[s, rank])
-            if source != rank:
-                part.incoming = flat.scratch(self.wire_dtype)
-                part.recvs = self.messages(source, s, part.incoming)
-            parts.append(part)
-        return parts
+        return [self.exchange(s, peers.receivers(s, rank), int(peers.recv_from[s, rank]),
+                              snapshot=self.options.gossip_overlap)
+                for s in range(len(self.flats))]
 
     def flush(self) -> None:
         if self.in_flight is not None:

@@ -69,7 +69,7 @@ class SGP(GossipAlgorithm):
         return model
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.ensure_segments(optimizer)
+        self.ensure_flats(optimizer)
         (flat,) = self.flats
         z = flat.pack()
         if not self.numerators:  # w is 1 before the first round, so x = z exactly
@@ -83,7 +83,7 @@ class SGP(GossipAlgorithm):
             if not self.options.gossip_overlap:
                 self._receive_in_flight()
         self._write_debiased()
-        self.comm.rounds += 1
+        self.end_round()
 
     def _post_round(self) -> None:
         """Keep a 1/(k+1) share of (x, w) and post the k shares for the round's out-peers."""

@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence
 import pytest
 import torch
 
+from crossover_sgd.training.checkpoint import published_checkpoint
+
 from crossover_sgd.runtime.launch import free_port
 from support import ROOT, child_env, read_metrics
 
@@ -75,9 +77,10 @@ def final_states(out: Path) -> Dict[int, dict]:
 
 
 def fresh_model():
+    """The workers' initial model (SHARED in tests/workers/roles.py: digits, small_cnn, seed 5)."""
     from crossover_sgd.training.models import build_model
 
-    torch.manual_seed(5)  # the worker's seed
+    torch.manual_seed(5)
     return build_model("small_cnn", 10, 1, 8)
 
 
@@ -99,7 +102,9 @@ def server_runs(tmp_path_factory) -> Dict[str, Path]:
     for mode, world in worlds.items():
         for rank in range(world):
             assert procs[mode][rank].returncode == 0, (mode, rank, stderr(base / f"{mode}-results", rank))
-    return {mode: base / mode for mode in worlds} | {f"{mode}-results": base / f"{mode}-results" for mode in worlds}
+    runs = {mode: base / mode for mode in worlds}
+    runs.update({f"{mode}-results": base / f"{mode}-results" for mode in worlds})
+    return runs
 
 
 def test_server_takes_the_optimizer_step_bitwise_like_allreduce(server_runs):
@@ -133,6 +138,9 @@ def test_server_rank_writes_no_trainer_outputs(server_runs):
     assert summary["global_batch"] == 32 * 2 == expected["global_batch"]
     assert len(summary["final_val_acc"]) == 2 and None not in summary["final_val_acc"]
     assert summary["final_val_acc"] == expected["final_val_acc"]  # the same models, evaluated alike
+    # the checkpoint is published for the trainers: complete (resumable) without a file of the server
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["ranks"] == [1, 2]
+    assert sorted(p.name for p in published_checkpoint(out, 3).glob("*.pt")) == ["rank1.pt", "rank2.pt"]
     for world_rank, ref_rank in ((1, 0), (2, 1)):
         rows, ref_rows = read_metrics(out / f"metrics_rank{world_rank}.csv"), read_metrics(
             reference / f"metrics_rank{ref_rank}.csv")
@@ -178,8 +186,11 @@ def test_family_without_group_collectives_goes_on_after_losing_a_peer(tmp_path):
     for rank in survivors:
         assert procs[rank].returncode == 0, (rank, stderr(results, rank))
     assert not (out / "metrics_rank1.csv").exists()
-    states = final_states(out)
-    assert sorted(states) == survivors  # the victim never reached a checkpoint
+    # without collectives nothing is published: each trainer keeps its own latest checkpoint alone
+    assert not (out / "checkpoints" / "latest.json").exists()
+    files = {int(p.stem[4:]): p for p in (out / "checkpoints").glob("step*/rank*.pt")}
+    assert sorted(files) == survivors and len(list((out / "checkpoints").glob("step*/rank*.pt"))) == 2
+    states = {rank: torch.load(path, weights_only=True) for rank, path in files.items()}
     for rank in survivors:
         rows = read_metrics(out / f"metrics_rank{rank}.csv")
         assert [r["epoch"] for r in rows] == ["1", "2", "3"], rank
