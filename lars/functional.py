@@ -80,9 +80,9 @@ def larc_ratio(w_norm: Tensor | float, g_norm: Tensor | float, wd: float, eta: f
     like = w_norm if isinstance(w_norm, Tensor) else g_norm
     w = torch.as_tensor(w_norm, dtype=like.dtype, device=like.device)
     g = torch.as_tensor(g_norm, dtype=like.dtype, device=like.device)
-    if lr == 0:
-        return torch.ones_like(w * g)
-    ratio = (eta * w / (g + wd * w + eps) / lr).clamp(max=1.0)
+    raw = eta * w / (g + wd * w + eps)
+    # lr = 0: 1 everywhere, except that a NaN stays NaN (clamp propagates it).
+    ratio = (raw / lr).clamp(max=1.0) if lr != 0 else raw.clamp(min=1.0, max=1.0)
     return torch.where((w == 0) | (g == 0), torch.ones_like(ratio), ratio)
 
 

@@ -3,9 +3,9 @@
 Deliberately plain and independent of :mod:`lars.functional`: one parameter at a
 time, norms read to the host with ``.item()`` and the trust ratio computed in
 Python floats. It implements the same options as :class:`lars.LARS` (both momentum
-forms, momentum correction, Nesterov, LARC clipping and the trust-ratio cap, exclusion) but neither
-GradScaler's ``grad_scale``/``found_inf`` protocol nor the norm hook. Do not use it
-for training: it synchronises with the device for every parameter.
+forms, momentum correction, Nesterov, LARC clipping and the trust-ratio cap, exclusion)
+but neither GradScaler's ``grad_scale``/``found_inf`` protocol nor the norm hook. Do not
+use it for training: it synchronises with the device for every parameter.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from lars import LARS
 from lars.reference import ReferenceLARS
 
 CONFIGS = [
-    dict(momentum_form=form, nesterov=nesterov, momentum_correction=correction, trust_clip=clip)
+    dict(momentum_form=form, nesterov=nesterov, momentum_correction=correction, **clip)
     for form, nesterov, correction, clip in itertools.product(
-        ["mxnet", "pytorch"], [False, True], [False, True], [None, 1.0])
+        ["mxnet", "pytorch"], [False, True], [False, True],
+        [{}, {"larc": True}, {"trust_ratio_max": 1.0}])
     if not (correction and form == "pytorch")
 ] + [dict(momentum=0.0)]
 
@@ -76,7 +77,7 @@ def forbid_host_reads(monkeypatch):
 def test_step_on_cpu_without_host_reads(amp, make_cnn, request):
     model = _model_with_grads(make_cnn, "cpu")
     opt = LARS(model.parameters(), lr=0.1, weight_decay=1e-4, momentum_correction=True,
-               nesterov=True, trust_clip=1.0)
+               nesterov=True, larc=True)
     opt.set_norm_hook(lambda w, g: (w, g))
     kwargs = _amp_kwargs("cpu", amp)
     request.getfixturevalue("forbid_host_reads")

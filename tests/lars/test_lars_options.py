@@ -17,8 +17,9 @@ def _param() -> list[torch.nn.Parameter]:
 
 @pytest.mark.parametrize("name, value", [
     ("lr", -0.1), ("lr", math.nan), ("lr", "0.1"), ("eta", -1e-3), ("momentum", -0.5),
-    ("momentum", 1.0), ("weight_decay", -5e-5), ("eps", -1e-9), ("trust_clip", 0.0),
-    ("momentum_form", "tf"), ("nesterov", 1), ("exclude", "bias"),
+    ("momentum", 1.0), ("weight_decay", -5e-5), ("eps", -1e-9), ("trust_ratio_max", -1.0),
+    ("trust_ratio_max", 0.0), ("trust_ratio_max", math.inf), ("larc", 1), ("momentum_form", "tf"),
+    ("nesterov", 1), ("exclude", "bias"),
 ])
 def test_bad_argument_raises_one_line_value_error(name, value):
     kwargs = {"lr": 0.1, name: value}
@@ -35,6 +36,33 @@ def test_inconsistent_options_raise():
         LARS(_param(), lr=0.1, momentum_form="pytorch", momentum_correction=True)
     with pytest.raises(ValueError, match="nesterov"):
         LARS(_param(), lr=0.1, momentum=0.0, nesterov=True)
+    with pytest.raises(ValueError, match=r"trust_ratio_max=1\.0; expected None with larc=True"):
+        LARS(_param(), lr=0.1, larc=True, trust_ratio_max=1.0)
+
+
+def test_former_trust_clip_option_is_refused_with_its_new_names():
+    with pytest.raises(TypeError, match="trust_clip"):
+        LARS(_param(), lr=0.1, trust_clip=1.0)  # type: ignore[call-arg]
+    with pytest.raises(ValueError) as info:
+        LARS([{"params": _param(), "trust_clip": 1.0}], lr=0.1)
+    message = str(info.value)
+    assert "trust_clip=1.0" in message and "trust_ratio_max=c" in message and "larc=True" in message
+
+
+def test_state_dict_saved_with_trust_clip_loads_as_trust_ratio_max():
+    """A state saved before the rename: its trust_clip was the ratio cap and stays that."""
+    opt = LARS(_param(), lr=0.1, trust_ratio_max=0.5)
+    old = opt.state_dict()
+    old_group = old["param_groups"][0]
+    old_group["trust_clip"] = old_group.pop("trust_ratio_max")
+    del old_group["larc"]
+    fresh = LARS(_param(), lr=0.1)
+    fresh.load_state_dict(old)
+    group = fresh.param_groups[0]
+    assert group["trust_ratio_max"] == 0.5 and group["larc"] is False and "trust_clip" not in group
+    assert "trust_clip" in old_group  # the caller's dict is left as it was
+    fresh.param_groups[0]["params"][0].grad = torch.ones(3, 3)
+    fresh.step()
 
 
 def test_bad_group_option_is_rejected_and_not_added():
@@ -142,5 +170,5 @@ def test_last_lr_stays_float32_through_state_dict_with_bf16_params():
 
 
 def test_public_api():
-    assert set(lars.__all__) >= {"LARS", "param_groups", "trust_ratio", "STUDY_DEFAULTS"}
+    assert set(lars.__all__) >= {"LARS", "param_groups", "trust_ratio", "larc_ratio", "STUDY_DEFAULTS"}
     assert LARS._step_supports_amp_scaling is True

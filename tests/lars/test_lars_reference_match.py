@@ -36,15 +36,16 @@ def _median_initial_trust(model) -> float:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+@pytest.mark.parametrize("clip", ["noclip", "larc", "ratio_max"])
 @pytest.mark.parametrize("nesterov", [False, True], ids=["plain", "nesterov"])
 @pytest.mark.parametrize("form", ["mxnet", "pytorch"])
 def test_matches_reference(form, nesterov, clip, dtype, make_cnn, set_random_grads, lr_at,
                            param_diff):
     a, b = make_cnn(dtype), make_cnn(dtype)
-    trust_clip = _median_initial_trust(a) if clip else None
-    options = dict(momentum=0.9, weight_decay=WD, eta=ETA, nesterov=nesterov,
-                   trust_clip=trust_clip, momentum_form=form)
+    clipping = {"noclip": {}, "larc": {"larc": True},
+                "ratio_max": {"trust_ratio_max": _median_initial_trust(a)}}[clip]
+    options = dict(momentum=0.9, weight_decay=WD, eta=ETA, nesterov=nesterov, momentum_form=form,
+                   **clipping)
     fast = LARS(a.parameters(), lr=lr_at(0), **options)
     ref = ReferenceLARS(b.parameters(), lr=lr_at(0), **options)
     start = [p.detach().clone() for p in a.parameters()]

@@ -1,4 +1,4 @@
-"""trust_ratio(), the zero-norm fallback and the treatment of excluded parameters."""
+"""trust_ratio(), larc_ratio(), the zero-norm fallback and the treatment of excluded parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lars import LARS, trust_ratio
+from lars import LARS, larc_ratio, trust_ratio
 
 
 def test_known_value_from_public_suite():
@@ -34,6 +34,22 @@ def test_mixed_float_and_tensor_and_nan():
     assert math.isnan(trust_ratio(torch.tensor(1.0), torch.tensor(float("nan")), 0.0, 1.0, 0.0).item())
 
 
+def test_larc_ratio_is_min_of_trust_over_lr_and_one():
+    t = trust_ratio(1.234, 5.678, 1e-4, 0.001, 1e-8)
+    assert larc_ratio(1.234, 5.678, 1e-4, 0.001, 1e-8, lr=0.1) == pytest.approx(t / 0.1, rel=1e-15)
+    assert larc_ratio(1.234, 5.678, 1e-4, 0.001, 1e-8, lr=1e-4) == 1.0  # t > lr: local lr = lr
+    # Zero norms: no adaptation (local lr = lr, as apex), whatever lr; lr = 0: 1 (nothing moves).
+    assert larc_ratio(0.0, 5.0, 0.0, 0.001, 0.0, lr=3.0) == 1.0
+    assert larc_ratio(2.0, 0.0, 0.0, 0.001, 0.0, lr=3.0) == 1.0
+    assert larc_ratio(1.0, 1.0, 0.0, 0.5, 0.0, lr=0.0) == 1.0
+    on_tensors = larc_ratio(torch.tensor([2.0, 0.0, 2.0, 1.0]),
+                            torch.tensor([4.0, 1.0, 0.5, math.nan]), 0.0, 0.5, 0.0, lr=0.5)
+    torch.testing.assert_close(on_tensors, torch.tensor([0.5, 1.0, 1.0, math.nan]), equal_nan=True)
+    at_lr_zero = larc_ratio(torch.tensor([2.0, 0.0, 1.0]), torch.tensor([4.0, 1.0, math.nan]),
+                            0.0, 0.5, 0.0, lr=0.0)
+    torch.testing.assert_close(at_lr_zero, torch.tensor([1.0, 1.0, math.nan]), equal_nan=True)
+
+
 def _single_step(weight: torch.Tensor, grad: torch.Tensor, **options) -> torch.Tensor:
     p = torch.nn.Parameter(weight.clone())
     p.grad = grad.clone()
@@ -41,16 +57,22 @@ def _single_step(weight: torch.Tensor, grad: torch.Tensor, **options) -> torch.T
     return p.detach()
 
 
-def test_optimizer_zero_weight_uses_trust_one():
+@pytest.mark.parametrize("larc", [False, True], ids=["plain", "larc"])
+def test_optimizer_zero_weight_uses_trust_one(larc):
+    """The local lr is lr, also under LARC (apex; timm's min(1, lr) would step by 1 * g here)."""
     grad = torch.randn(4, 3)
-    new = _single_step(torch.zeros(4, 3), grad, lr=0.1, momentum=0.0, weight_decay=0.1, eta=1e-3)
-    torch.testing.assert_close(new, -0.1 * grad)
+    new = _single_step(torch.zeros(4, 3), grad, lr=2.0, momentum=0.0, weight_decay=0.1, eta=1e-3,
+                       larc=larc)
+    torch.testing.assert_close(new, -2.0 * grad)
 
 
-def test_optimizer_zero_grad_uses_trust_one():
+@pytest.mark.parametrize("larc", [False, True], ids=["plain", "larc"])
+def test_optimizer_zero_grad_uses_trust_one(larc):
+    """Weight decay is still applied (apex LARC would skip it for this tensor)."""
     weight = torch.randn(4, 3)
-    new = _single_step(weight, torch.zeros(4, 3), lr=0.1, momentum=0.0, weight_decay=0.1, eta=1e-3)
-    torch.testing.assert_close(new, weight - 0.1 * 0.1 * weight)
+    new = _single_step(weight, torch.zeros(4, 3), lr=2.0, momentum=0.0, weight_decay=0.1, eta=1e-3,
+                       larc=larc)
+    torch.testing.assert_close(new, weight - 2.0 * 0.1 * weight)
 
 
 @pytest.mark.parametrize("form", ["mxnet", "pytorch"])
@@ -91,8 +113,14 @@ def test_exclude_option_overrides_ndim_rule():
     torch.testing.assert_close(_single_step(mat, g_mat, **options), mat - 0.5 * t * (g_mat + 0.1 * mat))
 
 
-def test_trust_clip_caps_local_lr_at_global_lr():
-    weight, grad = torch.full((2, 2), 10.0), torch.full((2, 2), 1e-3)  # trust ratio >> 1
-    assert trust_ratio(weight.norm().item(), grad.norm().item(), 0.0, 0.1, 1e-9) > 100
-    new = _single_step(weight, grad, lr=0.1, momentum=0.0, eta=0.1, trust_clip=1.0)
-    torch.testing.assert_close(new, weight - 0.1 * grad)
+@pytest.mark.parametrize("trust", [0.05, 50.0], ids=["below-lr", "above-lr"])
+def test_larc_and_ratio_cap_one_step(trust):
+    """LARC's local lr is min(t, lr); trust_ratio_max=1 gives lr * min(t, 1): they differ below lr."""
+    weight, grad = torch.full((2, 2), 1.0), torch.full((2, 2), 0.1)  # ||w|| = 2, ||g|| = 0.2
+    eta = trust * 0.2 / 2.0  # wd = eps = 0: t = eta * ||w|| / ||g|| = trust
+    assert trust_ratio(2.0, 0.2, 0.0, eta, 0.0) == pytest.approx(trust, rel=1e-12)
+    options = dict(lr=0.1, momentum=0.0, eta=eta, eps=0.0)
+    torch.testing.assert_close(_single_step(weight, grad, larc=True, **options),
+                               weight - min(trust, 0.1) * grad)
+    torch.testing.assert_close(_single_step(weight, grad, trust_ratio_max=1.0, **options),
+                               weight - 0.1 * min(trust, 1.0) * grad)
