@@ -117,8 +117,8 @@ class GossipAlgorithm(Algorithm):
         return split_model(self.model, num_segments=1, buffers=self.options.gossip_buffers)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Start from rank 0's weights and cut the model into segments (a bad ``--segments`` or
-        ``--chromosome`` is refused here, before anything is written)."""
+        """Start from the first trainer's weights and cut the model into segments, once (a bad
+        ``--segments`` or ``--chromosome`` is refused here, before anything is written)."""
         model = super().prepare(model)
         self.segments = self.split()
         self.flats = []
