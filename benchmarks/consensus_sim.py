@@ -32,7 +32,7 @@ CASES: Dict[str, Dict[str, Any]] = {
     "crossover-no-fairness": {"name": "crossover", "segments": 16, "fair": False},
     "hierarchical-8": {"name": "hierarchical", "segments": 16, "local_size": 8},
     "exponential-k1": {"name": "exponential", "k": 1},
-    "exponential-k2": {"name": "exponential", "k": 2},
+    "sgp-npeer-k2": {"name": "sgp-npeer", "k": 2},  # --sgp-peers 2: offsets j*3^i
     "ring": {"name": "ring"},
 }
 #: the simulator's goal: a round of N = 4096 replicas well under a second on one core

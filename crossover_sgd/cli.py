@@ -10,133 +10,17 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
-from crossover_sgd.algorithms.registry import REGISTERED, OptionValues, option_groups
-from crossover_sgd.config import DATASETS, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig
-from crossover_sgd.console import OneLineParser, add_flag as _add, report_errors, str_bool
+from crossover_sgd.config import TrainConfig
+from crossover_sgd.console import OneLineParser, report_errors
 from crossover_sgd.errors import ConfigError
+from crossover_sgd.flags import add_train_flags, config_from_args
 from crossover_sgd.runtime.local_launcher import claim_error_channel
 
-__all__ = ["main", "build_parser", "run_train", "config_from_args", "TRAIN_FLAG_NAMES"]
+__all__ = ["main", "build_parser", "run_train"]
 
 PROG = "crossover-sgd"
-#: Settings whose flag ``crossover-sgd train`` writes in messages with underscores (the
-#: launcher-facing flags, as the study's job scripts spell them); the others are ``--dashed-name``.
-TRAIN_FLAG_NAMES = {"world_size": "--world_size", "gpu_per_node": "--gpu_per_node"}
-
-
-def log_level(text: str) -> str:
-    """argparse type for ``--log-level``: a logging level name, in any case."""
-    if text.upper() in LOG_LEVELS:
-        return text.upper()
-    raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use one of {', '.join(LOG_LEVELS)}")
-
-
-def lars_trust_clip(text: str) -> Any:
-    """argparse type for ``--lars-trust-clip``: ``larc`` (any case) or a number."""
-    if text.strip().lower() == "larc":
-        return "larc"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither larc nor a number") from None
-
-
-_TYPES: Dict[type, Callable[[str], Any]] = {bool: str_bool, int: int, float: float, str: str}
-
-
-def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag group per group of algorithm options (:func:`registry.option_groups`)."""
-    for title, specs in option_groups():
-        g = parser.add_argument_group(f"options of {title}")
-        for spec in specs:
-            _add(g, f"--{spec.name.replace('_', '-')}", *spec.aliases, dest=spec.name, type=_TYPES[spec.type],
-                 default=spec.default, metavar=spec.metavar, help=spec.help)
-
-
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    g = parser.add_argument_group("algorithm")
-    _add(g, "--algorithm", default=d.algorithm, help=", ".join(cls.name for cls in REGISTERED))
-    add_algorithm_flags(parser)
-    g = parser.add_argument_group("data and model")
-    _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
-    _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")
-    _add(g, "--model", default=d.model, help=f"one of {', '.join(MODELS)}")
-    _add(g, "--image-size", type=int, default=None, help="crop size for image folders / synthetic data")
-    _add(g, "--synthetic-samples", type=int, default=d.synthetic_samples)
-    _add(g, "--synthetic-classes", type=int, default=d.synthetic_classes)
-    _add(g, "--workers", type=int, default=d.workers, help="data-loading worker processes per rank")
-    g = parser.add_argument_group("optimisation")
-    _add(g, "--batch-size", type=int, default=d.batch_size, help="samples per micro-batch per rank")
-    _add(g, "--local-itr", "--accum-steps", type=int, default=d.local_itr,
-         help="micro-batches accumulated per optimizer step")
-    _add(g, "--epochs", type=int, default=d.epochs)
-    _add(g, "--lr", type=float, default=d.lr, help="peak learning rate")
-    _add(g, "--momentum", type=float, default=d.momentum)
-    _add(g, "--nesterov", type=str_bool, default=d.nesterov, metavar="BOOL")
-    _add(g, "--weight-decay", type=float, default=d.weight_decay)
-    _add(g, "--label-smoothing", type=float, default=d.label_smoothing)
-    _add(g, "--clip-grad-norm", type=float, default=d.clip_grad_norm, help="max gradient norm (0: off)")
-    _add(g, "--lr-schedule", default=d.lr_schedule, help=f"one of {', '.join(LR_SCHEDULES)}")
-    _add(g, "--warmup-epochs", type=float, default=d.warmup_epochs)
-    _add(g, "--poly-power", type=float, default=d.poly_power)
-    _add(g, "--poly-end", type=float, default=d.poly_end, help="poly: final lr as a fraction of the peak")
-    _add(g, "--poly-hold-epochs", type=int, default=d.poly_hold_epochs)
-    _add(g, "--step-milestones", type=int, nargs="+", default=list(d.step_milestones), metavar="EPOCH")
-    _add(g, "--step-gamma", type=float, default=d.step_gamma)
-    _add(g, "--wd-schedule", type=str_bool, default=d.wd_schedule, metavar="BOOL",
-         help="scale weight decay by the learning-rate schedule's factor (the study's poly recipe)")
-    g = parser.add_argument_group("LARS and mixed precision")
-    _add(g, "--lars", type=str_bool, default=d.lars, metavar="BOOL", help="use LARS (MXNet style) instead of SGD")
-    _add(g, "--lars-coef", type=float, default=d.lars_coef, help="LARS trust coefficient eta")
-    _add(g, "--lars-momentum-form", default=d.lars_momentum_form,
-         help="mxnet (lr inside the momentum buffer, the study's) or pytorch")
-    _add(g, "--lars-momentum-correction", type=str_bool, default=d.lars_momentum_correction, metavar="BOOL",
-         help="mxnet form: rescale momentum when the lr changes (equals the pytorch form)")
-    _add(g, "--lars-trust-clip", type=lars_trust_clip, default=None, metavar="larc|C",
-         help="larc: LARC clipping as in apex/timm, local lr min(t, lr) with t the trust ratio; "
-              "a number C > 0: cap the trust ratio, local lr lr*min(t, C) (not LARC); default: neither")
-    _add(g, "--sync-lars-group-size", type=int, default=None,
-         help="LARS norms of the sum of weights/gradients over groups of this many consecutive ranks")
-    _add(g, "--sync-lars-start-epoch", type=int, default=d.sync_lars_start_epoch,
-         help="epoch from which LARS norms are synchronised")
-    _add(g, "--amp", default=d.amp, help="mixed precision: off, fp16 (GPU, GradScaler) or bf16")
-    _add(g, "--channels-last", type=str_bool, default=d.channels_last, metavar="BOOL",
-         help="channels_last memory format (faster convolutions on GPUs)")
-    _add(g, "--skip-nonfinite", type=str_bool, default=d.skip_nonfinite, metavar="BOOL",
-         help="skip optimizer steps whose gradients are not finite")
-    g = parser.add_argument_group("outputs")
-    _add(g, "--out", default=None, help="output directory (default: runs/<tag or algorithm>-<time>)")
-    _add(g, "--tag", default=None, help="a name for the run")
-    _add(g, "--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    _add(g, "--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs (and after the last epoch)")
-    _add(g, "--checkpoint-every", type=int, default=d.checkpoint_every, help="checkpoint every N epochs")
-    _add(g, "--stop-at-step", type=int, default=None,
-         help="checkpoint and exit after this optimizer step (resume later with --resume)")
-    _add(g, "--seed", "--manual-seed", type=int, default=d.seed)
-    _add(g, "--log-level", type=log_level, default=d.log_level, metavar="LEVEL",
-         help=f"one of {', '.join(LOG_LEVELS)} (any case; ranks other than 0 log warnings and errors only)")
-    _add(g, "--tensorboard", type=str_bool, default=d.tensorboard, metavar="BOOL",
-         help="also write rank 0's metrics as TensorBoard scalars to OUT/tensorboard")
-    g = parser.add_argument_group("runtime")
-    _add(g, "--nproc", type=int, default=None, help="start N local ranks (the local launcher)")
-    _add(g, "--world-size", type=int, default=None, help="expected world size (checked against the launcher)")
-    _add(g, "--gpu-per-node", type=int, default=None, help="ranks per node (overrides the launcher's)")
-    _add(g, "--backend", default=d.backend, help="auto (NCCL on GPU, Gloo on CPU), nccl or gloo")
-    _add(g, "--device", default=d.device, help="auto, cpu or cuda")
-    _add(g, "--timeout", type=float, default=d.timeout, help="process-group timeout in seconds")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A TrainConfig from the parsed flags of ``add_train_flags``."""
-    values = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
-    values["step_milestones"] = tuple(values["step_milestones"])
-    options = OptionValues({spec.name: getattr(args, spec.name) for _, specs in option_groups() for spec in specs})
-    return TrainConfig(**values, options=options)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Decentralized large-minibatch training: "
                            "AllReduce-SGD, SGP and Crossover-SGD behind one flag.")
@@ -162,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 def execute(config_or_args, worker: Callable[..., object], command: Sequence[str]) -> int:
     """Run ``worker`` here, or under the local launcher when ``--nproc`` is given."""
     nproc = getattr(config_or_args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise ConfigError(f"{{nproc}} {nproc} is invalid: use an integer >= 1 (the number of local ranks)")
     if nproc is None:
         worker(config_or_args)
         return 0
@@ -180,12 +66,13 @@ def run_train(config: TrainConfig, command: List[str], flag_names: Optional[Dict
     config.validate()
     if config.nproc is not None:
         from crossover_sgd.training.outputs import default_out_dir
-        from crossover_sgd.training.preflight import launcher_device, preflight
+        from crossover_sgd.training.preflight import check_local_gpus, launcher_device, preflight
 
         if config.out is None:  # choose it once for every rank, and tell the user where it is
             config.out = str(default_out_dir(config))
             command = command + ["--out", config.out]
         preflight(config, config.nproc, launcher_device(config))
+        check_local_gpus(config, config.nproc)
         # stdout: stderr is kept for errors (bad input found in the ranks is then its only line)
         print(f"{PROG}: {config.nproc} local ranks, outputs in {config.out}", flush=True)
     from crossover_sgd.training.run import run_worker
@@ -194,8 +81,10 @@ def run_train(config: TrainConfig, command: List[str], flag_names: Optional[Dict
 
 
 def _launch_info(args: argparse.Namespace, command: List[str]) -> int:
-    from crossover_sgd.runtime.report import launch_report
+    from crossover_sgd.runtime.report import check_json, launch_report
 
+    if args.nproc is not None:
+        check_json(args.json)  # once here, before any rank starts
     return execute(args, launch_report, command)
 
 
@@ -214,8 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = [sys.executable, "-m", "crossover_sgd"] + argv  # what --nproc re-runs in every rank
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        names = TRAIN_FLAG_NAMES
-        return report_errors(lambda: run_train(config_from_args(args), command, names), PROG, names)
+        return report_errors(lambda: run_train(config_from_args(args), command), PROG)
     if hasattr(args, "handler"):  # experiment, plot
         return report_errors(lambda: args.handler(args), PROG)
     return report_errors(lambda: _launch_info(args, command), PROG)

@@ -18,12 +18,16 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 
 from crossover_sgd.errors import ConfigError, divides_world_error, render_fields
 
-__all__ = ["TrainConfig", "AlgorithmSettings", "DATASETS", "MODELS", "LR_SCHEDULES", "AMP_MODES", "LOG_LEVELS"]
+__all__ = ["TrainConfig", "AlgorithmSettings", "DATASETS", "MODELS", "DTYPES", "LR_SCHEDULES", "AMP_MODES",
+           "LOG_LEVELS"]
 
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
 MODELS = ("small_cnn",) + RESNETS
+#: The accepted values of --dtype: the dtype of the model's parameters and of its (floating) inputs.
+#: float64 is for checks of an algorithm's math (equivalences then hold to float64 rounding).
+DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("constant", "step", "cosine", "poly")
 #: The accepted values of --amp, --lars-momentum-form and --log-level (each one implemented and tested).
 AMP_MODES = ("off", "fp16", "bf16")
@@ -55,10 +59,11 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: Optional[str] = None
     model: str = "small_cnn"
+    dtype: str = "float32"  # the parameters' and the inputs' dtype (DTYPES)
     image_size: Optional[int] = None
     synthetic_samples: int = 2048
     synthetic_classes: int = 10
-    workers: int = 0
+    workers: Optional[int] = 0  # None: what the machine has (training.data.default_workers)
     # optimisation
     batch_size: int = 32
     local_itr: int = 1
@@ -135,6 +140,10 @@ class TrainConfig:
         _choice("backend", self.backend, ("auto", "nccl", "gloo"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("amp", self.amp, AMP_MODES)
+        _choice("dtype", self.dtype, DTYPES)
+        if self.dtype == "float64" and self.amp != "off":
+            raise ConfigError(f"{{amp}} {self.amp} computes in half precision, which defeats {{dtype}} float64: "
+                              "use {amp} off with float64, or {dtype} float32 with mixed precision")
         _choice("lars_momentum_form", self.lars_momentum_form, LARS_MOMENTUM_FORMS)
         if not (math.isfinite(self.lars_coef) and self.lars_coef > 0):
             raise ConfigError(f"{{lars_coef}} {self.lars_coef} is invalid: use a finite number > 0 (the study: 0.0025)")
@@ -153,7 +162,8 @@ class TrainConfig:
             raise ConfigError(f"{{momentum}} {self.momentum} is invalid: use 0 <= momentum < 1")
         for name in ("batch_size", "local_itr", "epochs", "eval_every", "checkpoint_every", "synthetic_samples"):
             _at_least(name, getattr(self, name), 1)
-        _at_least("workers", self.workers, 0)
+        if self.workers is not None:
+            _at_least("workers", self.workers, 0)
         _at_least("synthetic_classes", self.synthetic_classes, 2)
         for name in ("lr", "momentum", "weight_decay", "clip_grad_norm", "warmup_epochs", "poly_power", "step_gamma"):
             value = getattr(self, name)

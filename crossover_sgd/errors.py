@@ -17,9 +17,17 @@ __all__ = ["ConfigError", "PeerError", "DivergedError", "flag_name", "render_fie
 _FIELD = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
+#: Settings whose flag is written with underscores by default: the launcher-facing flags, as the
+#: study's job scripts spell them (every flag accepts both spellings).
+UNDERSCORED = frozenset({"world_size", "gpu_per_node"})
+
+
 def flag_name(field: str, names: Optional[Dict[str, str]] = None) -> str:
-    """The flag of ``field``: ``names[field]`` where given, else ``--field-with-dashes``."""
-    return (names or {}).get(field) or "--" + field.replace("_", "-")
+    """The flag of ``field``: ``names[field]`` where given, else ``--field-with-dashes`` (or
+    ``--field_name`` for :data:`UNDERSCORED`)."""
+    if names and names.get(field):
+        return names[field]
+    return "--" + (field if field in UNDERSCORED else field.replace("_", "-"))
 
 
 def render_fields(text: str, names: Optional[Dict[str, str]] = None) -> str:

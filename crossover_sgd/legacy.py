@@ -21,7 +21,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from crossover_sgd.algorithms import make_config
-from crossover_sgd.cli import TRAIN_FLAG_NAMES, run_train
+from crossover_sgd.cli import run_train
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.console import OneLineParser, report_errors, str_bool
 from crossover_sgd.errors import ConfigError
@@ -42,7 +42,7 @@ def amp_mode(text: str) -> str:
 
 
 #: Setting -> the original script's flag for it (messages name the flags its users typed).
-LEGACY_NAMES = {**TRAIN_FLAG_NAMES, "batch_size": "--batch_size", "local_itr": "--local_itr",
+LEGACY_NAMES = {"batch_size": "--batch_size", "local_itr": "--local_itr",
                 "epochs": "--maxepoch", "lr": "--baselr", "lr_schedule": "--lrdecay",
                 "warmup_epochs": "--warmup_epoch", "data_dir": "--data", "seed": "--manual_seed",
                 "eval_every": "--eval_every", "weight_decay": "--weight_decay", "sync_grad": "--sync_grad",
@@ -86,7 +86,9 @@ def build_legacy_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet50")
     p.add_argument("--out", default=None)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading workers per rank (default: up to 4, what the machine's cores allow "
+                        "beside its ranks)")
     p.add_argument("--nproc", type=int, default=None, help="start N local ranks")
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="auto")

@@ -240,7 +240,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (paths[0] / "plots" if len(paths) == 1 else Path("plots"))
     if args.dpi < 20:
         raise ConfigError(f"--dpi {args.dpi} is too small: use 20 or more")
-    for path in plot_runs(paths, out, dpi=args.dpi):
+    from crossover_sgd.atomic import user_output
+
+    # probed first (read-only, full, /proc, a file in the way); a failed write: one line naming
+    # --out, and the figures and directories this call created are removed again
+    with user_output("--out", out, clean_on=(OSError, ConfigError)):
+        written = plot_runs(paths, out, dpi=args.dpi)
+    for path in written:
         print(path)
     return 0
 

@@ -98,6 +98,9 @@ class LARS(Optimizer):
                         momentum_form=momentum_form,
                         momentum_correction=momentum_correction, exclude=exclude)
         validate_options(defaults)
+        if params is None or isinstance(params, (Tensor, str, bytes)) or not hasattr(params, "__iter__"):
+            raise TypeError(f"LARS: params={params!r:.60} is not an iterable of tensors or parameter groups: "
+                            "pass model.parameters() or a list of dicts with a 'params' key")
         self._norm_hook: NormHook | None = None
         super().__init__(params, defaults)
 

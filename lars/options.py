@@ -81,8 +81,8 @@ def validate_options(options: Mapping[str, Any]) -> None:
     """
     if "lr" in options:
         _check_real("lr", options["lr"], lower=0.0)
-    if "eta" in options:
-        _check_real("eta", options["eta"], lower=0.0)
+    if "eta" in options:  # eta = 0 would make every trust ratio 0: LARS tensors would never move
+        _check_real("eta", options["eta"], lower=0.0, lower_inclusive=False)
     if "momentum" in options:
         _check_real("momentum", options["momentum"], lower=0.0, upper=1.0)
     if "weight_decay" in options:

@@ -11,8 +11,14 @@ Bad input prints one line ``python -m topology <cmd>: error: ...`` on stderr and
 from __future__ import annotations
 
 import argparse
+import difflib
+import contextlib
+import errno
 import json
+import os
+import shutil
 import sys
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -22,17 +28,32 @@ from .exponential import RotatingGraph
 from .graph import GRAPH_KINDS, Graph
 from .hierarchy import HierarchicalSchedule
 from .registry import SCHEDULES, Schedule, make_schedule
-from .simulate import SimulationResult, random_initial_values, simulate
+from .simulate import SimulationResult, check_memory, random_initial_values, simulate
 from .spectral import GAP_METHODS, GapEstimate, mean_square_rate
 
 __all__ = ["main", "build_parser"]
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but errors are a single ``prog: error: message`` line (exit code 2)."""
+    """argparse, but errors are a single ``prog: error: message`` line (exit code 2); an unknown
+    flag gets the closest known one as a suggestion."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}{self._suggestion(message)}\n")
+
+    def _suggestion(self, message: str) -> str:
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = sorted({o for p in (self, *_subparsers(self)) for a in p._actions for o in a.option_strings})
+        for token in message.split(":", 1)[1].split():
+            close = difflib.get_close_matches(token.split("=", 1)[0], known, n=1, cutoff=0.75)
+            if token.startswith("--") and close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list:
+    return [sub for a in parser._actions if isinstance(a, argparse._SubParsersAction) for sub in a.choices.values()]
 
 
 def _int_at_least(minimum: int, what: str):
@@ -176,7 +197,112 @@ def _plot(path: str, schedule: Schedule, result: SimulationResult, estimate: Gap
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- output paths
+# The user's --json and --plot paths are probed before simulating (a read-only or full filesystem,
+# a path under /proc, a directory in the way: one line, exit 2, nothing left behind) and written
+# atomically (a temporary file beside the path, renamed over it; removed if the write fails).
+# The same rules and wording as crossover_sgd.atomic, which this standalone package cannot import.
+_PROBE_PREFIX = ".topology-probe-"
+
+
+def _path_message(flag: str, path: str, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+    advice = "free space on that filesystem or choose another one" if full else "choose a writable file path"
+    if getattr(exc, "says_all", False):
+        return f"{flag} {path}: {reason}: {advice}"
+    return f"{flag} {path}: cannot {'write' if os.path.exists(path) else 'create'} it ({reason}): {advice}"
+
+
+def _probe_output(path: str) -> None:
+    """Raise the OSError that writing the file ``path`` would meet; leave nothing behind."""
+    if os.path.isdir(path):
+        exc = IsADirectoryError(errno.EISDIR, "is a directory", path)
+        exc.says_all = True
+        raise exc
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        exc = NotADirectoryError(errno.ENOTDIR, f"{parent} is not a directory", parent)
+        exc.says_all = True
+        raise exc
+    tmpfile = getattr(os, "O_TMPFILE", None)  # a file without a name: the directory is not even modified
+    if tmpfile is not None:
+        try:
+            fd = os.open(parent, tmpfile | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL):
+                raise
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"\0")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return
+    times = os.stat(parent)
+    made = tempfile.mkdtemp(prefix=_PROBE_PREFIX, dir=parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=made)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"\0")
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(made)
+        with contextlib.suppress(OSError):  # no trace, not even a newer modification time
+            os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            try:
+                _probe_output(path)
+            except OSError as exc:
+                args.command_parser.error(_path_message(flag, path, exc))
+
+
+def _write_output(args: argparse.Namespace, flag: str, path: str, write) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, renamed over it; a failed write is
+    one line naming ``flag`` and leaves nothing behind (no temporary file, no directory it made)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    created, above = None, parent
+    while not os.path.lexists(above):  # the topmost directory makedirs creates (removed on failure)
+        created, above = above, os.path.dirname(above)
+    tmp = None
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        args.command_parser.error(_path_message(flag, path, exc))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
+    _check_outputs(args)  # before the simulation: it may take long, its results would be lost
     dim = args.dim if args.dim is not None else max(8, args.segments)
     try:
         estimate = mean_square_rate(schedule, method=args.gap_method)
@@ -207,18 +333,22 @@ def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
             "gap_method": estimate.method,
             "empirical_rate": result.empirical_rate() if args.rounds else None,
         }
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
+        _write_output(args, "--json", args.json, lambda fh: fh.write(json.dumps(payload, indent=2).encode("utf-8")))
     if args.plot:
-        _plot(args.plot, schedule, result, estimate)
+        try:
+            _plot(args.plot, schedule, result, estimate)
+        except OSError as exc:
+            args.command_parser.error(_path_message("--plot", args.plot, exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "simulate":  # before the schedule (its peer maps are O(N) per segment too)
+            check_memory(args.n, args.dim if args.dim is not None else max(8, args.segments), args.segments)
         schedule = _schedule_from_args(args)
-    except (ValueError, TypeError, OSError) as exc:  # OSError: an unreadable --edge-file
+    except (ValueError, TypeError, OSError, MemoryError) as exc:  # OSError: an unreadable --edge-file
         args.command_parser.error(str(exc))
     if args.command == "peers":
         _print_peers(schedule, args.start_round, args.rounds)

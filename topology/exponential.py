@@ -18,25 +18,61 @@ rounds share the Fourier eigenvectors, which gives their spectra exactly
 (:meth:`RotatingGraph.round_spectrum`).
 
 Graphs (``L_2 = (n - 1).bit_length() = floor(log2(n - 1)) + 1`` = number of powers of two below ``n``)
+    * :class:`NPeerExponentialGraph` ``(n, k)``: **SGP's multi-peer graph, what
+      ``--sgp-peers k`` builds** (the SGP code's ``NPeerDynamicDirectedExponentialGraph``,
+      its default ``--graph_type 5``). With ``b = k + 1`` and ``m`` the number of powers
+      ``b^i <= n - 1``, the phone book is ``j * b^i`` for ``i = 0..m-1`` (outer) and
+      ``j = 1..k`` (inner), and round ``t`` takes the next ``k`` entries, so wherever no
+      offset wraps around ``n`` round ``t`` sends to ``i + j * b^(t mod m)``, ``j = 1..k``:
+      one base-``b`` digit per round. ``k = 2`` is the ``j * 3^i`` graph of the Crossover
+      authors' SGP baseline. ``k = 1`` is exactly ``ExponentialGraph(n, 1)`` (offsets
+      ``2^i``). For ``n = b^m`` the ``m`` rounds of a period average exactly (every
+      distance ``0..n-1`` is one sum of digits ``j * b^i``): ``W_{m-1} ... W_0 = 11^T / n``.
+      Accepts every ``1 <= k <= n - 1`` (``k = n - 1``: all ranks every round).
     * :class:`ExponentialGraph` ``(n, k)``: offsets ``2^0, 2^1, ..., 2^(L_2 - 1)``
-      (forward only, as in the SGP paper), so round ``t`` uses distances
-      ``2^((t*k + j) mod L_2)``, ``j < k``; requires ``1 <= k <= L_2`` (hence ``k < n``).
-      ``bidirectional=True`` reproduces the phone book of the SGP code instead:
-      ``+1, -1, +2, -2, +4, ...`` (duplicates modulo ``n`` dropped, first kept).
+      (forward only), so round ``t`` uses distances ``2^((t*k + j) mod L_2)``, ``j < k``;
+      requires ``1 <= k <= L_2`` (hence ``k < n``). For ``k = 1`` this is SGP's 1-peer
+      graph (the same as ``NPeerExponentialGraph(n, 1)``); for ``k >= 2`` it takes ``k``
+      consecutive powers of two per round, which is *not* SGP's multi-peer graph: it is
+      kept as the named alternative ``exponential`` (schedule name) for comparisons.
+      ``bidirectional=True`` uses the phone book of the SGP code's
+      ``DynamicDirectedExponentialGraph`` (``--graph_type 0``) instead:
+      ``+1, -1, +2, -2, +4, ...`` with duplicates modulo ``n`` dropped (first kept).
     * :meth:`ExponentialGraph.all_peers` ``(n)``: the N-peer variant, ``k = L_2``:
       every power-of-two peer in every round (a static graph, period 1).
-    * :class:`NPeerExponentialGraph` ``(n, k)``: SGP's ``NPeerDynamicDirectedExponentialGraph``:
-      offsets ``j * (k+1)^i`` for ``i = 0..floor(log_{k+1}(n-1))`` (outer) and
-      ``j = 1..k`` (inner), duplicates modulo ``n`` dropped; ``k = 2`` gives the
-      ``j * 3^i`` graph of the Crossover authors' SGP baseline. Unlike the original
-      (floating-point ``log``), the exponent bound is computed exactly, and offsets
-      that are multiples of ``n`` (which would make a rank its own peer) are dropped.
     * :class:`BipartiteExponentialGraph` ``(n, k)``: SGP's
       ``DynamicBipartiteExponentialGraph``: distances ``1`` and ``1 + 2^i`` for
       ``i = 1..L_2-1`` (all odd), phone book ``+1, -1, +3, -3, +5, -5, +9, -9, ...``
       (duplicates modulo ``n`` dropped). Every edge joins an even ("passive") and
       an odd ("active") rank, which needs ``n`` even; requires ``1 <= k <= len(phone book)``.
     * :class:`RingGraph` ``(n)``: one peer, ``i -> i + 1``; for ``n == 1`` no peer.
+
+Where the SGP code (facebookresearch/stochastic_gradient_push, ``gossip/graph_manager.py``)
+differs, and why this package does not follow it:
+    * **Duplicates and self-loops.** Its ``_add_peers`` means to skip a peer already in the
+      phone book (``if peer not in self.phone_book[rank]``) but the phone book holds ``Edge``
+      objects, not ints, so the test is always true and nothing is skipped: every raw offset
+      is kept, also when two are equal modulo ``n`` or one is a multiple of ``n`` (the rank
+      itself). Here offsets are reduced modulo ``n``, duplicates dropped (first kept, what
+      the membership test intended, and what its older ``gossip_module`` version, which
+      stored ints, did for its graphs) and multiples of ``n`` dropped. With a self-loop a
+      rank is its own out-peer but never its own in-peer (the code's in-peer search skips
+      the rank itself), so the share it sends itself is not added back and ``sum(x)``,
+      ``sum(w)`` are not conserved (if an edge group ``[r, r]`` can be built at all); a
+      duplicate makes a rank use a peer again later in the period (twice in one round only
+      next to a self-loop: if ``j * b^i = j' * b^i`` modulo ``n`` with ``j > j'``, then
+      ``(j - j') * b^i``, itself an offset of that round, is a multiple of ``n``). Dropping them
+      changes which offsets the later rounds take, so the schedules differ for those ``n``
+      only. For the multi-peer graph that is ``n`` in 4, 5, 6, 12, 15, 16, 17, 18, 36, ...
+      for ``k = 2`` (the raw offsets
+      ``j * 3^i`` for ``n`` = 8, 32, 64 are all distinct: there the two agree round for
+      round); for ``k = 1`` never (powers of two below ``n`` are distinct). For the
+      ``+/-2^i`` phone book (``bidirectional=True``) it is every ``n`` with ``2^(i+1) = 0``
+      or ``2^i = +/-2^j`` modulo ``n`` (2, 3, 4, 5, 6, 8, 9, 10, 12, 16, 17, 18, 20, 24, 32, ...);
+      for the other ``n`` (7, 11, 13, 14, 15, 19, ...) this phone book is the code's.
+    * **Exponent bound.** The code counts exponents with a floating-point
+      ``int(log(n - 1, k + 1))``, which is one short when ``n - 1`` is a power of ``k + 1``
+      that ``log`` rounds down (``log(243, 3) < 5``: ``n = 244``, ``k = 2``). Here it is exact.
 """
 
 from __future__ import annotations
@@ -206,7 +242,12 @@ def _require_n_at_least_2(n: int, name: str) -> int:
 
 
 class ExponentialGraph(RotatingGraph):
-    """SGP's time-varying directed exponential graph with ``k`` peers per round."""
+    """Forward powers of two, ``k`` consecutive ones per round (``bidirectional``: ``+/-2^i``).
+
+    ``k = 1`` is SGP's 1-peer time-varying exponential graph. ``k >= 2`` is *not* SGP's
+    multi-peer graph (that is :class:`NPeerExponentialGraph`, which ``--sgp-peers k`` uses);
+    it stays available as the ``exponential`` schedule for comparisons.
+    """
 
     def __init__(self, n: int, k: int = 1, bidirectional: bool = False) -> None:
         name = "exponential-bidirectional" if bidirectional else "exponential"
@@ -227,7 +268,14 @@ class ExponentialGraph(RotatingGraph):
 
 
 class NPeerExponentialGraph(RotatingGraph):
-    """SGP's ``NPeerDynamicDirectedExponentialGraph``: offsets ``j*(k+1)^i``, ``k`` per round."""
+    """SGP's multi-peer graph (``NPeerDynamicDirectedExponentialGraph``), what ``--sgp-peers k`` builds.
+
+    Phone book ``j * (k+1)^i`` (``i`` outer over the ``m`` powers ``(k+1)^i <= n - 1``, ``j = 1..k``
+    inner), reduced modulo ``n`` without duplicates or multiples of ``n`` (module doc: where this
+    differs from the SGP code); ``k`` entries per round. Accepts ``1 <= k <= n - 1``.
+    :attr:`raw_offsets` keeps the unreduced list; where it has no two entries equal modulo ``n``
+    and none that is a multiple of ``n``, round ``t`` uses exactly ``j * (k+1)^(t mod m)`` modulo ``n``.
+    """
 
     def __init__(self, n: int, k: int = 2) -> None:
         n = _require_n_at_least_2(n, "sgp-npeer")
@@ -240,6 +288,9 @@ class NPeerExponentialGraph(RotatingGraph):
             top += 1
         raw = [j * base**i for i in range(top + 1) for j in range(1, k + 1)]
         super().__init__(n, _dedup_mod(n, raw), k, "sgp-npeer")
+        self.base = base
+        self.num_exponents = top + 1
+        self.raw_offsets: tuple[int, ...] = tuple(raw)
 
 
 class BipartiteExponentialGraph(RotatingGraph):

@@ -21,11 +21,12 @@ Reported per round ``t`` (``v_t`` = replicas, ``D_0 = sum_i ||v_{0,i} - mean(v_0
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SimulationResult", "simulate", "random_initial_values"]
+__all__ = ["SimulationResult", "simulate", "random_initial_values", "simulation_bytes", "available_memory", "check_memory"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,38 @@ class SimulationResult:
         if last <= 0.0:
             return 0.0
         return (last / float(self.errors[0])) ** (1.0 / self.rounds)
+
+
+def simulation_bytes(n: int, dim: int, segments: int = 1) -> int:
+    """A generous estimate of the memory a simulation of ``n`` replicas of ``dim`` values takes:
+    the replicas and about five arrays like them (copies, the mean's difference, a round's result),
+    and the schedule's per-segment peer maps and their sampling."""
+    return 8 * n * (6 * dim + 4 * max(segments, 1) + 8)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(n: int, dim: int, segments: int = 1) -> None:
+    """Raise MemoryError with one sentence when the simulation would not fit in the available memory
+    (checked before anything is allocated)."""
+    need, have = simulation_bytes(n, dim, segments), available_memory()
+    if have is not None and need > have:
+        raise MemoryError(f"simulating {n} replicas x {dim} values needs about {need / 2**30:.1f} GiB of memory, "
+                          f"but {have / 2**30:.1f} GiB is available: use a smaller N (at most about "
+                          f"{int(n * have / need)}) or a smaller --dim")
 
 
 def random_initial_values(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -15,13 +15,14 @@ Outputs in ``--out``: ``mixing.md``, ``mixing.csv``, ``mixing.json`` (with every
 from __future__ import annotations
 
 import argparse
+import math
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from crossover_sgd.atomic import atomic_write_json, atomic_write_text
+from crossover_sgd.atomic import atomic_write_json, atomic_write_text, user_output
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.experiments import tables
 
@@ -55,6 +56,8 @@ class Topology:
 
             if self.options.get("k", 1) > num_powers_of_two_below(n):
                 return "too few distinct peers"
+        if self.schedule == "sgp-npeer" and self.options.get("k", 1) >= n:
+            return "k must be below N"
         return None
 
     def build(self, n: int, segments: int, seed: int):
@@ -71,7 +74,7 @@ class Topology:
 TOPOLOGIES: Dict[str, Topology] = {t.name: t for t in (
     Topology("ring", "directed ring: send half to rank i+1 every round", "ring"),
     Topology("exponential-1", "SGP exponential graph, 1 peer per round", "exponential", {"k": 1}),
-    Topology("exponential-2", "SGP exponential graph, 2 peers per round", "exponential", {"k": 2}),
+    Topology("exponential-2", "SGP's 2-peer graph (offsets j*3^i, as --sgp-peers 2)", "sgp-npeer", {"k": 2}),
     Topology("crossover", "Crossover-SGD: a derangement per segment per round", "crossover", segmented=True),
     Topology("hierarchical-4", "hierarchical crossover, 4 ranks per node", "hierarchical", segmented=True,
              local_size=4),
@@ -219,32 +222,37 @@ def run(args: argparse.Namespace) -> int:
         args.sizes, args.rounds = [16, 32], 10
     if any(n < 2 for n in args.sizes):
         raise ConfigError("--sizes: every N must be >= 2")
-    if args.rounds < 1 or args.segments < 1 or not args.tolerance > 0:
-        raise ConfigError("--rounds and --segments must be >= 1 and --tolerance > 0")
+    for flag, value in (("--rounds", args.rounds), ("--segments", args.segments)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value} is invalid: use an integer >= 1")
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ConfigError(f"--tolerance {args.tolerance} is invalid: use a finite number > 0")
     sizes = sorted(set(args.sizes))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    results = run_mixing(sizes, args.topologies, args.rounds, args.segments, args.seed)
-    if not results:
-        raise ConfigError("no topology applies to the given --sizes")
-    rows = _rows(results, args.tolerance)
-    tables.write_csv(out / "mixing.csv", rows)
-    atomic_write_text(out / "mixing.md", markdown(results, args.topologies, sizes, args.rounds, args.tolerance,
-                                                  args.segments))
-    payload = {"experiment": "mixing", "machine": tables.machine_description(),
-               "settings": {"sizes": sizes, "topologies": list(args.topologies), "rounds": args.rounds,
-                            "segments": args.segments, "tolerance": args.tolerance, "seed": args.seed},
-               "rows": rows, "errors": {f"{r.topology}/{r.n}": r.errors for r in results},
-               "seconds": time.perf_counter() - started}
-    atomic_write_json(out / "mixing.json", payload)
-    written = [out / "mixing.md", out / "mixing.csv", out / "mixing.json"]
-    if not args.no_plots:
-        try:
-            written += plot(results, args.topologies, out, max(r.n for r in results))
-        except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
-            log.warning("no plots: %s", exc)
-    print(markdown(results, args.topologies, sizes, args.rounds, args.tolerance, args.segments))
-    for path in written:
-        print(path)
-    return 0
+    # probed first (read-only, full, /proc, a file in the way); a failed write: one line naming
+    # --out, and what this run created is removed again (also when no topology applies)
+    with user_output("--out", out, clean_on=(OSError, ConfigError)):
+        started = time.perf_counter()
+        results = run_mixing(sizes, args.topologies, args.rounds, args.segments, args.seed)
+        if not results:
+            raise ConfigError("no topology applies to the given --sizes")
+        rows = _rows(results, args.tolerance)
+        tables.write_csv(out / "mixing.csv", rows)
+        atomic_write_text(out / "mixing.md", markdown(results, args.topologies, sizes, args.rounds, args.tolerance,
+                                                      args.segments))
+        payload = {"experiment": "mixing", "machine": tables.machine_description(),
+                   "settings": {"sizes": sizes, "topologies": list(args.topologies), "rounds": args.rounds,
+                                "segments": args.segments, "tolerance": args.tolerance, "seed": args.seed},
+                   "rows": rows, "errors": {f"{r.topology}/{r.n}": r.errors for r in results},
+                   "seconds": time.perf_counter() - started}
+        atomic_write_json(out / "mixing.json", payload)
+        written = [out / "mixing.md", out / "mixing.csv", out / "mixing.json"]
+        if not args.no_plots:
+            try:
+                written += plot(results, args.topologies, out, max(r.n for r in results))
+            except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
+                log.warning("no plots: %s", exc)
+        print(markdown(results, args.topologies, sizes, args.rounds, args.tolerance, args.segments))
+        for path in written:
+            print(path)
+        return 0

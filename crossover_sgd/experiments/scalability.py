@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from crossover_sgd.atomic import atomic_write_json, atomic_write_text
+from crossover_sgd.atomic import atomic_write_json, atomic_write_text, user_output
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.experiments import tables
+from crossover_sgd.flags import train_config
 
 __all__ = ["Variant", "RunSpec", "Settings", "make_variants", "plan_runs", "ensure_run", "collect_run",
            "aggregate", "configure", "run"]
@@ -453,6 +454,19 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--seeds: give each seed once")
     if args.batch_sizes and args.batch_world is None:
         args.batch_world = max(args.world_sizes)
+    _check_train_args(args.train_args)
+
+
+def _check_train_args(text: str) -> None:
+    """``--train-args`` are flags of ``crossover-sgd train``: refuse bad ones before any run starts."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"--train-args {text!r} is not a valid command line: {exc}") from None
+    try:
+        train_config(argv)
+    except ConfigError as exc:
+        raise ConfigError(f"--train-args {text!r}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -464,50 +478,53 @@ def run(args: argparse.Namespace) -> int:
                           else [table[name]])]
     specs = plan_runs(variants, args.world_sizes, args.batch_size, args.seeds, args.batch_sizes, args.batch_world)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records, failed, skipped = [], [], []
-    started = time.perf_counter()
-    for index, spec in enumerate(specs, 1):
-        reason = spec.variant.skip_reason(spec.world_size)
-        if reason is not None:
-            skipped.append({"run": spec.key, "reason": reason})
-            log.info("[%d/%d] %s: skipped (%s)", index, len(specs), spec.key, reason)
-            continue
-        log.info("[%d/%d] %s: global batch %d, lr %.4g ...", index, len(specs), spec.key, spec.global_batch,
-                 settings.lr(spec.global_batch))
-        run_started = time.perf_counter()
-        status, run_dir = ensure_run(spec, settings, out)
-        if status == "failed":
-            failed.append(spec.key)
-            continue
-        record = collect_run(spec, run_dir, settings)
-        records.append({**record, "status": status})
-        log.info("[%d/%d] %s: %s in %.0f s: averaged model %.2f %%, replicas %.2f %% (worst %.2f %%)", index,
-                 len(specs), spec.key, status, time.perf_counter() - run_started, 100 * (record["consensus_acc"] or 0),
-                 100 * (record["rank_acc_mean"] or 0), 100 * (record["rank_acc_min"] or 0))
-    rows = aggregate(records)
-    tables.write_csv(out / "runs.csv", tables.as_rows(records, drop=SERIES_KEYS))
-    tables.write_csv(out / "scalability.csv", rows)
-    text = markdown(rows, variants, settings, args.batch_size, args.world_sizes, args.seeds, args.batch_sizes,
-                    args.batch_world)
-    atomic_write_text(out / "scalability.md", text)
-    atomic_write_json(out / "scalability.json", {
-        "experiment": "scalability", "machine": tables.machine_description(),
-        "settings": {**settings.__dict__, "world_sizes": sorted(args.world_sizes), "seeds": args.seeds,
-                     "variants": [v.name for v in variants], "batch_size": args.batch_size,
-                     "batch_sizes": args.batch_sizes, "batch_world": args.batch_world},
-        "rows": rows, "runs": records, "skipped": skipped, "failed": failed,
-        "seconds": time.perf_counter() - started})
-    written = [out / "scalability.md", out / "scalability.csv", out / "runs.csv", out / "scalability.json"]
-    if records and not args.no_plots:
-        try:
-            written += plot(records, rows, variants, out, args.batch_size, args.batch_world, args.batch_sizes)
-        except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
-            log.warning("no plots: %s", exc)
-    print(text)
-    for path in written:
-        print(path)
-    if failed:
-        log.error("%d run(s) failed: %s (re-run the same command to retry them)", len(failed), ", ".join(failed))
-        return 1
-    return 0
+    # probed before any run starts (read-only, full, /proc, a file in the way); a failed write: one
+    # line naming --out; finished runs are kept (a re-run reuses them), else what was created is removed
+    with user_output("--out", out, keep=lambda: any((out / "runs").glob("*/*/summary.json"))):
+        records, failed, skipped = [], [], []
+        started = time.perf_counter()
+        for index, spec in enumerate(specs, 1):
+            reason = spec.variant.skip_reason(spec.world_size)
+            if reason is not None:
+                skipped.append({"run": spec.key, "reason": reason})
+                log.info("[%d/%d] %s: skipped (%s)", index, len(specs), spec.key, reason)
+                continue
+            log.info("[%d/%d] %s: global batch %d, lr %.4g ...", index, len(specs), spec.key, spec.global_batch,
+                     settings.lr(spec.global_batch))
+            run_started = time.perf_counter()
+            status, run_dir = ensure_run(spec, settings, out)
+            if status == "failed":
+                failed.append(spec.key)
+                continue
+            record = collect_run(spec, run_dir, settings)
+            records.append({**record, "status": status})
+            log.info("[%d/%d] %s: %s in %.0f s: averaged model %.2f %%, replicas %.2f %% (worst %.2f %%)", index,
+                     len(specs), spec.key, status, time.perf_counter() - run_started,
+                     100 * (record["consensus_acc"] or 0), 100 * (record["rank_acc_mean"] or 0),
+                     100 * (record["rank_acc_min"] or 0))
+        rows = aggregate(records)
+        tables.write_csv(out / "runs.csv", tables.as_rows(records, drop=SERIES_KEYS))
+        tables.write_csv(out / "scalability.csv", rows)
+        text = markdown(rows, variants, settings, args.batch_size, args.world_sizes, args.seeds, args.batch_sizes,
+                        args.batch_world)
+        atomic_write_text(out / "scalability.md", text)
+        atomic_write_json(out / "scalability.json", {
+            "experiment": "scalability", "machine": tables.machine_description(),
+            "settings": {**settings.__dict__, "world_sizes": sorted(args.world_sizes), "seeds": args.seeds,
+                         "variants": [v.name for v in variants], "batch_size": args.batch_size,
+                         "batch_sizes": args.batch_sizes, "batch_world": args.batch_world},
+            "rows": rows, "runs": records, "skipped": skipped, "failed": failed,
+            "seconds": time.perf_counter() - started})
+        written = [out / "scalability.md", out / "scalability.csv", out / "runs.csv", out / "scalability.json"]
+        if records and not args.no_plots:
+            try:
+                written += plot(records, rows, variants, out, args.batch_size, args.batch_world, args.batch_sizes)
+            except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
+                log.warning("no plots: %s", exc)
+        print(text)
+        for path in written:
+            print(path)
+        if failed:
+            log.error("%d run(s) failed: %s (re-run the same command to retry them)", len(failed), ", ".join(failed))
+            return 1
+        return 0

@@ -5,11 +5,12 @@ Every child gets the torchrun-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL
 When one child fails, the others are stopped and the launcher exits with that child's code.
 SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child.
 
-Bad input found inside the ranks is reported once: each child gets the write end of a pipe
-(its number in ``CROSSOVER_SGD_ERROR_FD``) and :func:`crossover_sgd.cli.report_errors` writes
-its one-line error there instead of on stderr. The launcher prints the lowest rank's line, once,
-after the ranks ended, and exits 2 without a line of its own. Any other failure (a crash, a
-signal, a lost peer) is announced with ``rank R exited with code C; stopping the other ranks``.
+Bad input and lost peers found inside the ranks are reported once: each child gets the write end
+of a pipe (its number in ``CROSSOVER_SGD_ERROR_FD``) and writes its one-line error there instead
+of on stderr (:func:`report_line`). The launcher prints the lowest rank's line, once, after the
+ranks ended, and exits with that rank's code (2: bad input, 3: a lost peer) without a line of its
+own. Any other failure (a crash, a signal) is announced with ``rank R exited with code C;
+stopping the other ranks``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ from typing import Dict, List, Optional, Sequence
 
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV, free_port
 
-__all__ = ["launch_local", "strip_flag", "claim_error_channel", "CONFIG_ERROR_EXIT", "ERROR_FD_ENV"]
+__all__ = ["launch_local", "strip_flag", "claim_error_channel", "report_line", "CONFIG_ERROR_EXIT",
+           "PEER_FAILURE_EXIT", "ERROR_FD_ENV"]
 
 log = logging.getLogger(__name__)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 #: The exit code of bad input (ConfigError), here and in every rank.
 CONFIG_ERROR_EXIT = 2
+#: The exit code of a rank whose process group broke (a peer died or stopped answering).
+PEER_FAILURE_EXIT = 3
+#: Exit codes whose rank reports its own line (through the pipe, under this launcher).
+_REPORTED = (CONFIG_ERROR_EXIT, PEER_FAILURE_EXIT)
 #: The variable naming a rank's end of its error pipe (set by the launcher, read once by the rank).
 ERROR_FD_ENV = "CROSSOVER_SGD_ERROR_FD"
 #: After a rank exited with CONFIG_ERROR_EXIT without a line in its pipe, how long the launcher
@@ -55,6 +61,20 @@ def claim_error_channel() -> Optional[int]:
     return _claimed
 
 
+def report_line(line: str) -> None:
+    """Report a one-line error: to the local launcher, which prints one line for all ranks, or on
+    stderr (other launchers)."""
+    line = " ".join(line.splitlines())
+    channel = claim_error_channel()
+    if channel is not None:
+        try:
+            os.write(channel, (line[:4000] + "\n").encode())  # below PIPE_BUF: one atomic write
+            return
+        except OSError:
+            pass
+    print(line, file=sys.stderr, flush=True)
+
+
 def strip_flag(argv: Sequence[str], flag: str) -> List[str]:
     """Remove ``flag VALUE`` and ``flag=VALUE`` from an argument list."""
     out, skip = [], False
@@ -73,6 +93,7 @@ def _child_env(rank: int, nproc: int, port: int) -> dict:
     env.update(RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
                LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(port))
+    env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no C++ warning dumps from peers of a failed rank
     env[LOCAL_LAUNCHER_ENV] = "local"
     # N ranks share this machine's cores: one intra-op thread each unless the user says otherwise.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -136,7 +157,7 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
             bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0)]
             if bad and failed is None:
                 failed = bad[0]
-                if failed[1] == CONFIG_ERROR_EXIT:  # bad input: the rank's own line says it all
+                if failed[1] in _REPORTED:  # bad input or a lost peer: the rank's own line says it all
                     settle_until = time.monotonic() + _SETTLE_S
                 else:
                     _announce(failed)
@@ -152,11 +173,13 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _drain(readers, received)
-    lines = [received[r].decode(errors="replace").strip() for r in sorted(received)]
-    lines = [line.splitlines()[0] for line in lines if line]
-    if lines:
-        print(lines[0], file=sys.stderr, flush=True)  # found alike by several ranks: said once
-    elif failed is not None and failed[1] == CONFIG_ERROR_EXIT:
+    lines = {r: received[r].decode(errors="replace").strip().splitlines()[0]
+             for r in sorted(received) if received[r].strip()}
+    if lines:  # found alike by several ranks: said once; a rank's own bad input before others' lost peer
+        codes = [c.returncode for c in children]
+        first = (sorted(r for r in lines if codes[r] == CONFIG_ERROR_EXIT) or sorted(lines))[0]
+        print(lines[first], file=sys.stderr, flush=True)
+    elif failed is not None and failed[1] in _REPORTED:
         _announce(failed)
     if failed is not None:
         code = failed[1]

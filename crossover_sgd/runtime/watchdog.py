@@ -47,6 +47,7 @@ class Heartbeat:
         self._beat_store = _connect(host, port, connect_timeout, op_timeout)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossover-sgd-heartbeat", daemon=True)
+        self.lost: List[int] = []  # set by diagnose(): the ranks found without a heartbeat
 
     def start(self) -> "Heartbeat":
         self._beat_store.add(_PREFIX + str(self.rank), 1)
@@ -73,6 +74,11 @@ class Heartbeat:
     def _counters(self) -> List[int]:
         return [self._store.add(_PREFIX + str(r), 0) for r in range(self.world_size)]
 
+    def reports(self) -> bool:
+        """After :meth:`diagnose`: whether this rank is the one that reports the failure (the
+        lowest rank with a heartbeat), so that a job's output says it once, not once per rank."""
+        return self.rank == min(r for r in range(self.world_size) if r not in self.lost or r == self.rank)
+
     def _linger(self, lost: set, limit: float = 15.0) -> None:
         """Rank 0 hosts the store: keep it up until the other ranks have diagnosed too."""
         deadline = time.monotonic() + limit
@@ -92,9 +98,11 @@ class Heartbeat:
             second = self._counters()
             failed = {r for r in range(self.world_size) if self._store.check([_FAILED + str(r)])}
         except Exception:
+            self.lost = [0]
             return "lost peer rank 0 (it hosts the rendezvous store and no longer answers)"
         lost = [r for r in range(self.world_size)
                 if r != self.rank and second[r] == first[r] and r not in failed]
+        self.lost = lost
         if self.rank == 0:
             self._linger(set(lost))
         if lost:

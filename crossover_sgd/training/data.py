@@ -185,6 +185,14 @@ def _no_data(name: str, root: Path, detail: str = "") -> ConfigError:
                        "crossover-sgd never downloads data)" + (f": {detail[:200]}" if detail else ""))
 
 
+def default_workers(local_ranks: int, cores: Optional[int] = None, most: int = 4) -> int:
+    """Data-loading workers per rank that the machine has room for: the cores left per local rank
+    after the rank's own process, at most ``most`` (0 on a 2-core machine running 2 or more ranks)."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return max(0, min(most, cores // max(local_ranks, 1) - 1))
+
+
 def build_datasets(config: TrainConfig) -> DatasetBundle:
     """The train and validation sets ``config`` asks for; ConfigError if they cannot be read."""
     name = config.dataset

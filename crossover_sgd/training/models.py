@@ -13,7 +13,7 @@ from torch import nn
 
 from crossover_sgd.config import RESNETS
 
-__all__ = ["SmallCNN", "build_model"]
+__all__ = ["SmallCNN", "build_model", "model_dtype"]
 
 
 class SmallCNN(nn.Module):
@@ -32,12 +32,20 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+def model_dtype(config) -> torch.dtype:
+    """The dtype of the run's parameters and floating inputs (``config.dtype``: float32 or float64)."""
+    return {"float32": torch.float32, "float64": torch.float64}[config.dtype]
+
+
 def initial_model(config, num_classes: int, in_channels: int, image_size: int, device: torch.device,
                   memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
     """``config.model`` with the initial weights of the run (seeded by ``config.seed``, so every
-    rank, whatever its role, builds the same), on ``device``."""
+    rank, whatever its role, builds the same), on ``device``, its floating-point parameters and
+    buffers in ``config.dtype``. The weights are drawn in float32 and then cast, so a float64 run
+    starts from exactly the weights of the float32 run with the same seed."""
     torch.manual_seed(config.seed)
-    return build_model(config.model, num_classes, in_channels, image_size).to(device, memory_format=memory_format)
+    model = build_model(config.model, num_classes, in_channels, image_size)
+    return model.to(device, dtype=model_dtype(config), memory_format=memory_format)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:

@@ -1,8 +1,8 @@
 """Mixed precision and guarded optimizer steps.
 
 ``--amp fp16``: autocast to float16 with a GradScaler (GPU only); ``--amp bf16``: autocast to
-bfloat16, no scaler (CPU and GPU). Parameters stay float32: gossip algorithms exchange the fp32
-master weights.
+bfloat16, no scaler (CPU and GPU). Parameters stay in ``--dtype`` (float32; float64 is refused
+with autocast): gossip algorithms exchange these master weights.
 
 A step whose gradients are not finite changes nothing (``--skip-nonfinite``, default on): the
 GradScaler skips it under fp16; otherwise the gradients are checked, and an optimizer that
@@ -28,8 +28,8 @@ _DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 def check_amp(mode: str, device: torch.device) -> None:
     """fp16 needs a GPU (its GradScaler is a CUDA feature here); bf16 runs anywhere."""
     if mode == "fp16" and device.type != "cuda":
-        raise ConfigError("{amp} fp16 needs a GPU (fp16 with a GradScaler), but this run is on the CPU: "
-                          "use {amp} bf16 on the CPU")
+        raise ConfigError("{amp} fp16 (the study's --amp True) needs a GPU (fp16 with a GradScaler), but this "
+                          "run is on the CPU: use {amp} bf16 on the CPU, or {amp} off")
 
 
 class Precision:

@@ -20,7 +20,7 @@ from crossover_sgd.training.data import preflight_data
 from crossover_sgd.training.outputs import check_out_dir
 from crossover_sgd.training.precision import check_amp
 
-__all__ = ["preflight", "launcher_device"]
+__all__ = ["preflight", "launcher_device", "check_local_gpus"]
 
 
 def launcher_device(config: TrainConfig) -> Optional[torch.device]:
@@ -28,6 +28,16 @@ def launcher_device(config: TrainConfig) -> Optional[torch.device]:
     if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return None
+
+
+def check_local_gpus(config: TrainConfig, nproc: int) -> None:
+    """``--nproc N`` on GPUs with NCCL needs N visible GPUs (NCCL refuses two ranks on one GPU)."""
+    if launcher_device(config) is not None or config.backend == "gloo":
+        return
+    visible = torch.cuda.device_count()
+    if nproc > visible:
+        raise ConfigError(f"{{nproc}} {nproc} local ranks with NCCL need {nproc} GPUs, but this process sees "
+                          f"{visible} (NCCL refuses two ranks on one GPU): use {{nproc}} {visible} or {{device}} cpu")
 
 
 def preflight(config: TrainConfig, world_size: Optional[int], device: Optional[torch.device]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -24,16 +23,17 @@ from crossover_sgd.algorithms import ALGORITHMS, Algorithm, build_algorithm
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.comm import first_line, is_communication_failure
 from crossover_sgd.config import TrainConfig
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.errors import ConfigError, render_fields
 from crossover_sgd.logs import add_log_file, setup_logging
 from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
+from crossover_sgd.runtime.local_launcher import PEER_FAILURE_EXIT, report_line
 from crossover_sgd.runtime.process_group import (TRAINER, DistContext, assign_roles, init_distributed,
                                                  logical_placement, select_backend, select_device, shutdown)
 from crossover_sgd.runtime.watchdog import Heartbeat
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
 from crossover_sgd.training.models import initial_model
-from crossover_sgd.training.outputs import default_out_dir
+from crossover_sgd.training.outputs import RunDirectory, default_out_dir
 from crossover_sgd.training.preflight import preflight
 from crossover_sgd.training.trainer import Trainer
 
@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 
 def check_world_size(config: TrainConfig, info: LaunchInfo) -> None:
     if config.world_size is not None and config.world_size != info.world_size:
-        raise ConfigError(f"{{world_size}} {config.world_size} disagrees with the launcher: {info.launcher} "
-                          f"started {info.world_size} rank(s)")
+        n = config.world_size
+        how = (f"; this process was started alone: start {n} ranks with {{nproc}} {n}, or under srun -n {n}, "
+               f"torchrun --nproc-per-node {n} or mpirun -np {n}" if info.launcher == "single" else "")
+        raise ConfigError(f"{{world_size}} {n} disagrees with the launcher: {info.launcher} "
+                          f"started {info.world_size} rank(s){how}")
 
 
 def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -60,12 +63,11 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
         check_world_size(config, info)
         logical_placement(info, config.gpu_per_node)
         device = select_device(info, config.device)
-        select_backend(device, config.backend)
+        backend = select_backend(device, config.backend)
         preflight(config, info.world_size, device)
     except ConfigError as exc:
         exc.quiet = info.rank != 0  # config x launch: alike on every rank, rank 0 says it
         raise
-    backend = select_backend(device, config.backend)
     data = build_datasets(config)
     cls = ALGORITHMS[config.algorithm]
     roles = cls.roles(info.world_size, cls.options_of(config))
@@ -88,9 +90,10 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
         if not is_communication_failure(exc):
             raise
         reason = heartbeat.diagnose() if heartbeat is not None else "the peer died or stopped answering"
-        print(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason} ({first_line(exc, 300)})",
-              file=sys.stderr, flush=True)
-        os._exit(3)  # the process group is broken: do not wait for collectives in atexit handlers
+        if heartbeat is None or heartbeat.reports():  # said once per job: by the lowest rank still alive
+            report_line(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason} "
+                        f"({first_line(exc, 300)})")
+        os._exit(PEER_FAILURE_EXIT)  # the process group is broken: do not wait for collectives at exit
     finally:
         if heartbeat is not None:
             heartbeat.close()
@@ -126,26 +129,31 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     out = Path(chosen[0])
     algorithm = build_algorithm(ctx, config)
     trainer = Trainer(config, ctx, data, algorithm, out) if ctx.role == TRAINER else None  # may refuse input
+    run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)
     dist.barrier()  # every rank has checked its input; from here on files are written
-    out.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:
-        add_log_file(out / "train.log", ctx.rank)
-        roles = "" if ctx.train_size == ctx.world_size else f" ({ctx.train_size} train)"
-        log.info("%s: %d rank(s)%s via %s, backend %s, device %s, out %s", config.algorithm, ctx.world_size, roles,
-                 ctx.launcher, ctx.backend, ctx.device, out)
-        if not config.resume:
-            atomic_write_json(out / "config.json", config.to_dict())
-        warn_ineffective_options(config, flag_names)
-    if trainer is None:
-        result = algorithm.run_role(initial_model(config, data.num_classes, data.in_channels, data.image_size,
-                                                  ctx.device))
-    else:
-        if resume_state is not None:
-            trainer.load_state_dict(resume_state)
-        result = _train(config, ctx, trainer, algorithm, out, started)
-    if algorithm.group_collectives:
-        dist.barrier()  # every rank, whatever its role, leaves together
-    return result
+    with run_dir.writing():  # a failed write: one line naming --out; a directory of no value is removed
+        if ctx.is_main:
+            run_dir.log_file(add_log_file(out / "train.log", ctx.rank))
+            roles = "" if ctx.train_size == ctx.world_size else f" ({ctx.train_size} train)"
+            log.info("%s: %d rank(s)%s via %s, backend %s, device %s, out %s", config.algorithm, ctx.world_size, roles,
+                     ctx.launcher, ctx.backend, ctx.device, out)
+            if not config.resume:
+                atomic_write_json(out / "config.json", config.to_dict())
+            warn_ineffective_options(config, flag_names)
+            if ctx.device.type == "cpu" and config.model != "small_cnn":
+                log.warning("%s", render_fields(f"{{model}} {config.model} on the CPU: expect seconds to minutes per "
+                                                "step; for a quick check of a setup use {dataset} digits {model} "
+                                                "small_cnn", flag_names))
+        if trainer is None:
+            result = algorithm.run_role(initial_model(config, data.num_classes, data.in_channels, data.image_size,
+                                                      ctx.device))
+        else:
+            if resume_state is not None:
+                trainer.load_state_dict(resume_state)
+            result = _train(config, ctx, trainer, algorithm, out, started)
+        if algorithm.group_collectives:
+            dist.barrier()  # every rank, whatever its role, leaves together
+        return result
 
 
 def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: Algorithm, out: Path,

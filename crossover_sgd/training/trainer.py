@@ -21,10 +21,10 @@ from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.training.consensus import consensus_model
 from crossover_sgd.training.checkpoint import prune_own_checkpoints, publish_checkpoint, save_checkpoint
-from crossover_sgd.training.data import DatasetBundle
+from crossover_sgd.training.data import DatasetBundle, default_workers
 from crossover_sgd.training.group import TrainingGroup
 from crossover_sgd.training.lars_sync import GroupNormSync
-from crossover_sgd.training.models import initial_model
+from crossover_sgd.training.models import initial_model, model_dtype
 from crossover_sgd.training.optim import build_optimizer
 from crossover_sgd.training.precision import Precision
 from crossover_sgd.training.outputs import MetricsLog, TensorBoardLog
@@ -45,6 +45,7 @@ class Trainer:
         self.config, self.ctx, self.data, self.algorithm, self.out = config, ctx, data, algorithm, out
         self.group = TrainingGroup(ctx, collectives=algorithm.group_collectives)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.dtype = model_dtype(config)  # of the parameters; floating inputs are cast to it (--dtype)
         self.model = initial_model(config, data.num_classes, data.in_channels, data.image_size, ctx.device,
                                    self.memory_format)
         self.precision = Precision(config.amp, ctx.device, config.skip_nonfinite)
@@ -62,16 +63,18 @@ class Trainer:
             raise ConfigError(
                 f"{{batch_size}} {config.batch_size} x {{local_itr}} {config.local_itr} x {ctx.train_size} ranks "
                 f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
+        self.workers = config.workers if config.workers is not None else default_workers(ctx.local_size)
         self.loader_rng = torch.Generator()
         self.loader = DataLoader(data.train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=config.workers, pin_memory=ctx.device.type == "cuda",
+                                 num_workers=self.workers, pin_memory=ctx.device.type == "cuda",
                                  generator=self.loader_rng, persistent_workers=False)
         self.schedule = LRSchedule.from_config(config, self.steps_per_epoch)
         self.metrics = MetricsLog(out, ctx.rank,
                                   tensorboard=TensorBoardLog(out) if config.tensorboard and ctx.is_main else None)
         self.step, self.epoch, self.micro_in_epoch = 0, 0, 0
-        self.loss_sum = torch.zeros((), device=ctx.device)
-        self.loss_count = 0
+        self.loss_sum = torch.zeros((), device=ctx.device)  # of the finite micro-batch losses
+        self.loss_count = 0  # micro-batches
+        self.loss_nonfinite = torch.zeros((), dtype=torch.int64, device=ctx.device)  # micro-batches not summed
         self.elapsed_before = 0.0  # wall time of earlier segments of a resumed run
         self.started = time.perf_counter()
 
@@ -80,16 +83,21 @@ class Trainer:
         cfg = self.config
         return {
             "world_size": self.ctx.world_size, "algorithm": cfg.algorithm, "model": cfg.model,
-            "dataset": cfg.dataset, "batch_size": cfg.batch_size, "local_itr": cfg.local_itr,
+            "dataset": cfg.dataset, "batch_size": cfg.batch_size, "local_itr": cfg.local_itr, "dtype": cfg.dtype,
             "rank": self.ctx.rank, "step": self.step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
             "model_state": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "algorithm_state": self.algorithm.state_dict(), "precision": self.precision.state_dict(),
             "rng": torch.get_rng_state(),
             "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
+            "loss_nonfinite": int(self.loss_nonfinite),
             "metrics": self.metrics.rows, "elapsed_s": self.wall_time(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        saved = state.get("dtype", "float32")  # checkpoints written before --dtype existed: float32
+        if saved != self.config.dtype:  # load_state_dict would cast silently and continue in another dtype
+            raise ConfigError(f"{{resume}}: the checkpoint was written with {{dtype}} {saved}, "
+                              f"but this run has {{dtype}} {self.config.dtype}: resume with {{dtype}} {saved}")
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.algorithm.load_state_dict(state["algorithm_state"])
@@ -98,6 +106,7 @@ class Trainer:
         self.step, self.epoch, self.micro_in_epoch = state["step"], state["epoch"], state["micro_in_epoch"]
         self.loss_sum = state["loss_sum"].to(self.ctx.device)
         self.loss_count = state["loss_count"]
+        self.loss_nonfinite.fill_(state.get("loss_nonfinite", 0))
         self.metrics.rows = [dict(r) for r in state["metrics"]]
         self.metrics.write()
         self.elapsed_before = float(state["elapsed_s"])
@@ -133,13 +142,16 @@ class Trainer:
         self.set_lr()
         self.optimizer.zero_grad(set_to_none=True)
         for i, (inputs, targets) in enumerate(batches):
-            inputs = inputs.to(device, non_blocking=True, memory_format=self.memory_format)
+            inputs = self._to_device(inputs, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             with self.algorithm.micro_batch(is_last=i == cfg.local_itr - 1):
                 with self.precision.autocast():
                     loss = self.criterion(self.train_model(inputs), targets)
                 self.precision.backward(loss / cfg.local_itr)
-            self.loss_sum += loss.detach().float()
+            loss = loss.detach().float()  # a skipped step's non-finite loss must not make the epoch's NaN
+            finite = torch.isfinite(loss)
+            self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
+            self.loss_nonfinite += ~finite
             self.loss_count += 1
         self.algorithm.before_step(self.optimizer)
         self.precision.unscale_(self.optimizer)
@@ -152,6 +164,11 @@ class Trainer:
         self.algorithm.after_step(self.optimizer)
         self.step += 1
         self.micro_in_epoch += cfg.local_itr
+
+    def _to_device(self, inputs: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
+        """``inputs`` on the device in the memory format of the run, floating ones in the model's dtype."""
+        dtype = self.dtype if inputs.is_floating_point() else inputs.dtype
+        return inputs.to(self.ctx.device, dtype=dtype, non_blocking=non_blocking, memory_format=self.memory_format)
 
     def fit(self) -> Dict[str, Any]:
         """Train to the last epoch (or ``--stop-at-step``, or a preemption signal agreed by every
@@ -233,13 +250,13 @@ class Trainer:
         shard = shard and self.group.size > 1
         if shard:
             val = Subset(val, range(self.group.rank, len(val), self.group.size))
-        loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.config.workers)
+        loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.workers)
         totals = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss sum, correct, count
         for inputs, targets in loader:
-            inputs = inputs.to(self.ctx.device, memory_format=self.memory_format)
+            inputs = self._to_device(inputs)
             targets = targets.to(self.ctx.device)
             with self.precision.autocast():
-                logits = model(inputs).float()
+                logits = model(inputs).to(self.dtype)  # autocast's half-precision logits: back to the model's
             totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
             totals[1] += (logits.argmax(1) == targets).sum()
             totals[2] += targets.numel()
@@ -251,7 +268,8 @@ class Trainer:
 
     def _evaluate_and_record(self) -> None:
         result = self.evaluate()
-        train_loss = (self.loss_sum / max(self.loss_count, 1)).item()
+        summed = max(self.loss_count - int(self.loss_nonfinite), 0)
+        train_loss = (self.loss_sum / max(summed, 1)).item() if summed > 0 or self.loss_count == 0 else float("nan")
         if not math.isfinite(train_loss):
             log.warning("training loss is %s at epoch %d: the run diverged", train_loss, self.epoch)
         comm = self.algorithm.comm
@@ -262,6 +280,7 @@ class Trainer:
                "wall_time_s": round(self.wall_time(), 3), **self.algorithm.metrics(), **result}
         self.metrics.append(row)
         self.loss_sum.zero_()
+        self.loss_nonfinite.zero_()
         self.loss_count = 0
         log.info("epoch %d/%d step %d  train_loss %.4f  val_loss %.4f  val_acc %.4f  consensus_acc %.4f  "
                  "consensus_dist %.3g  lr %.4g  (%.1f s)", self.epoch, self.config.epochs, self.step, train_loss,

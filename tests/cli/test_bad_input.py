@@ -135,6 +135,8 @@ TRAIN_CASES: List[Tuple[List[str], List[str]]] = [
     (["--algorithm", "hierarchical-crossover", "--sgp-overlap", "True"], ["--gossip-overlap", "hierarchical"]),
     (["--log-level", "bogus"], ["--log-level", "'bogus'", "DEBUG, INFO, WARNING, ERROR, CRITICAL"]),
     (["--log_level", "verbose"], ["--log_level", "'verbose'", "WARNING"]),
+    (["--dtype", "float16"], ["--dtype", "'float16'", "float32, float64"]),
+    (["--dtype", "float64", "--amp", "bf16"], ["--amp bf16", "--dtype float64"]),
 ]
 
 

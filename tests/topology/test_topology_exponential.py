@@ -1,6 +1,9 @@
-"""SGP graphs: documented rotation, in/out consistency, push-sum matrices."""
+"""SGP graphs: documented rotation, in/out consistency, push-sum matrices (the multi-peer graph
+that ``--sgp-peers k`` builds in detail: test_topology_sgp_npeer.py)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -99,14 +102,45 @@ def test_ring():
     np.testing.assert_array_equal(single.mixing_matrix(0), [[1.0]])
 
 
+def _sgp_code_bidirectional_book(n: int) -> list[int]:
+    """The SGP code's DynamicDirectedExponentialGraph phone book as offsets: +2^i, -2^i for
+    i = 0..int(log2(n - 1)), every entry kept (its membership test compares an int with Edge objects)."""
+    return [s * (1 << i) % n for i in range(int(math.log(n - 1, 2)) + 1) for s in (1, -1)]
+
+
+def test_bidirectional_is_the_sgp_codes_phone_book_where_it_has_no_duplicates():
+    differ = []
+    for n in range(2, 200):
+        book = _sgp_code_bidirectional_book(n)
+        ours = ExponentialGraph(n, 1, bidirectional=True).offsets
+        assert list(ours) == [o for i, o in enumerate(book) if o not in book[:i]]  # duplicates dropped
+        assert 0 not in book
+        if len(set(book)) == len(book):
+            assert list(ours) == book
+        else:
+            differ.append(n)
+    # the n listed in topology/exponential.py's module doc
+    assert differ[:15] == [2, 3, 4, 5, 6, 8, 9, 10, 12, 16, 17, 18, 20, 24, 32]
+    assert {7, 11, 13, 14, 15, 19}.isdisjoint(differ)
+
+
+def test_two_peers_of_todays_exponential_graph_are_not_sgps_multi_peer_graph():
+    """``exponential`` with k = 2 (two consecutive powers of two per round) is kept as a named
+    alternative; SGP's 2-peer graph (--sgp-peers 2) is sgp-npeer, offsets j * 3^i."""
+    assert [ExponentialGraph(8, 2).offsets_at(t) for t in range(3)] == [(1, 2), (4, 1), (2, 4)]
+    assert [NPeerExponentialGraph(8, 2).offsets_at(t) for t in range(3)] == [(1, 2), (3, 6), (1, 2)]
+
+
 def test_sgp_code_phone_books():
-    # DynamicDirectedExponentialGraph's +/- phone book, duplicates modulo n dropped
+    # DynamicDirectedExponentialGraph's +/- phone book, duplicates modulo n dropped (the SGP code keeps
+    # them: +4 and -4 are both listed for n = 8)
     assert ExponentialGraph(8, 1, bidirectional=True).offsets == (1, 7, 2, 6, 4)
+    assert _sgp_code_bidirectional_book(8) == [1, 7, 2, 6, 4, 4]
     assert ExponentialGraph(2, 1, bidirectional=True).offsets == (1,)
     # bipartite: distances 1, 1 + 2^i, both directions
     assert BipartiteExponentialGraph(16).offsets == (1, 15, 3, 13, 5, 11, 9, 7)
     assert BipartiteExponentialGraph(4).offsets == (1, 3)
-    # N-peer: j * (k+1)^i, with an exact integer log (float log(243, 3) < 5)
+    # N-peer (what --sgp-peers k builds): j * (k+1)^i, with an exact integer log (float log(243, 3) < 5)
     assert NPeerExponentialGraph(27, 2).offsets == (1, 2, 3, 6, 9, 18)
     assert NPeerExponentialGraph(10, 2).offsets == (1, 2, 3, 6, 9, 8)
     assert 243 in NPeerExponentialGraph(244, 2).offsets

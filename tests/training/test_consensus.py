@@ -53,17 +53,23 @@ def test_known_replicas_average_and_distance(run):
 def test_training_loop_reports_the_averaged_models_accuracy_and_distance(run):
     """After one epoch of Crossover-SGD: consensus_val_acc (the same on every rank) is the accuracy
     of the mean of the ranks' checkpointed models, val_acc each rank's own, and consensus_distance
-    the formula on those replicas; traffic and communication time are counted."""
+    the formula on those replicas; traffic and communication time are counted.
+
+    The run is in float64 (``dtype="float64"``): the accuracies recomputed here (a mean taken in
+    another order, one batch instead of the loop's) differ from the loop's weights and logits by
+    rounding, and accuracy compares exactly only if no validation sample has its two top logits
+    within that rounding of each other: ~1e-4 likely per run in float32, ~1e-13 in float64."""
     rows = [read_metrics(run / "train" / f"metrics_rank{r}.csv")[-1] for r in range(N)]
     step = int(rows[0]["step"])
     models = [torch.load(run / "train" / "checkpoints" / f"step{step:08d}" / f"rank{r}.pt",
                          weights_only=True)["model_state"] for r in range(N)]
+    assert all(t.dtype == torch.float64 for m in models for t in m.values() if t.is_floating_point())
     val = build_datasets(TrainConfig()).val
-    inputs = torch.stack([val[i][0] for i in range(len(val))])
+    inputs = torch.stack([val[i][0] for i in range(len(val))]).double()
     targets = torch.tensor([val[i][1] for i in range(len(val))])
 
     def accuracy(state):
-        model = build_model("small_cnn", 10, 1, 8)
+        model = build_model("small_cnn", 10, 1, 8).double()
         model.load_state_dict(state)
         model.eval()
         with torch.no_grad():

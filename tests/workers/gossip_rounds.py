@@ -1,4 +1,5 @@
-"""One rank of the gossip-math tests (started by tests/test_gossip_math.py via the local launcher).
+"""One rank of the gossip-math tests (started by the ``gossip_runs`` fixture of
+tests/algorithms/gossip/conftest.py via the local launcher).
 
 For each variant it gives every rank (every node, for hierarchical variants) distinct parameters
 and floating-point buffers (and momentum buffers with ``momentum_init``), runs R rounds through

@@ -1,4 +1,4 @@
-"""One rank of the overlap test (started by tests/test_overlap_nonblocking.py via the local launcher).
+"""One rank of the overlap test (started by tests/algorithms/gossip/test_overlap.py via the local launcher).
 
 With ``--gossip-overlap True``, ``after_step`` posts the round and returns without waiting for the
 peer. Rank 1 does not post its round until rank 0's ``after_step`` has returned (it waits for a key

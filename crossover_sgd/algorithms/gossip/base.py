@@ -26,7 +26,7 @@ from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.algorithms.options import AlgorithmOptions, option
 from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.p2p import Message, Pending, post
-from crossover_sgd.errors import DivergedError
+from crossover_sgd.errors import ConfigError, DivergedError
 from crossover_sgd.algorithms.gossip.segments import CHROMOSOMES, Segment, attach_momentum, split_model
 
 __all__ = ["GossipAlgorithm", "GossipOptions", "OverlapOptions", "SegmentOptions", "SegmentRound", "MAX_DTYPES",
@@ -108,6 +108,9 @@ class GossipAlgorithm(Algorithm):
 
     def __init__(self, ctx, config):
         super().__init__(ctx, config)
+        if ctx.device.type == "cuda" and ctx.backend == "gloo":
+            raise ConfigError("{backend} gloo cannot send CUDA tensors point to point: gossip on GPUs needs "
+                              "{backend} nccl, one GPU per rank (or {device} cpu)")
         self.segments: List[Segment] = []
         self.flats: List[FlatParams] = []
         self._round = 0

@@ -9,8 +9,14 @@ de-biased ``z = x / w`` (what the model's parameters hold). Per step::
     x <- x / (k+1) + sum of received x ;  w <- w / (k+1) + sum of received w
     z <- x / w
 
-Peers of round ``t`` are at distances ``2^i`` rotating with ``t`` (:class:`topology.ExponentialGraph`,
-``--sgp-peers k``). The mixing matrix is column stochastic: ``sum(w) = n`` and ``sum(x)`` are
+The graph is SGP's multi-peer time-varying exponential graph (:class:`topology.NPeerExponentialGraph`,
+the SGP code's ``NPeerDynamicDirectedExponentialGraph``): with ``b = k + 1`` (``--sgp-peers k``),
+round ``t`` sends to the ranks ``j * b^i`` ahead, ``j = 1..k``, the exponent ``i`` cycling over the
+powers ``b^i <= n - 1`` (``k = 1``: distances ``1, 2, 4, ...``, one per round; ``k = 2``: ``1, 2``
+then ``3, 6`` then ``9, 18``, ..., the Crossover study's SGP baseline). Offsets that coincide modulo
+``n`` or hit the rank itself are dropped from the rotation, where the SGP code kept them by
+mistake (the module doc of :mod:`topology.exponential`). ``k`` may be 1 to ``n - 1``. The mixing
+matrix is column stochastic: ``sum(w) = n`` and ``sum(x)`` are
 conserved by every round. On these regular graphs ``w`` stays 1 and push-sum reduces to plain
 averaging; the weights are kept anyway, as the algorithm defines them. The weight always travels
 in float64; with a half-precision ``--gossip-dtype`` the conservation of ``sum(x)`` holds only to
@@ -34,7 +40,7 @@ from crossover_sgd.algorithms.gossip.base import MAX_DTYPES, GossipAlgorithm, Go
 from crossover_sgd.algorithms.options import option
 from crossover_sgd.comm.p2p import Message, Pending
 from crossover_sgd.errors import ConfigError
-from topology import ExponentialGraph, num_powers_of_two_below
+from topology import NPeerExponentialGraph
 
 __all__ = ["SGP", "SGPOptions"]
 
@@ -45,6 +51,19 @@ _WEIGHT_TAG = MAX_DTYPES - 1
 class SGPOptions(GossipOptions, OverlapOptions):
     sgp_peers: int = option(1, "sgp: out-peers per round", minimum=1)
 
+    def check(self, world_size: Optional[int]) -> None:
+        super().check(world_size)
+        if world_size is not None:
+            check_peers(self.sgp_peers, world_size)
+
+
+def check_peers(k: int, n: int) -> None:
+    """``--sgp-peers k`` on ``n`` ranks: the multi-peer graph offers ``n - 1`` distinct peers
+    (``k = n - 1``: all of them every round); one rank has no peer and ignores ``k``."""
+    if n > 1 and not 1 <= k <= n - 1:
+        raise ConfigError(f"{{sgp_peers}} {k} is invalid for {n} ranks: SGP sends to k of the other ranks per "
+                          f"round (offsets j*(k+1)^i), so use 1 to {n - 1}")
+
 
 class SGP(GossipAlgorithm):
     name = "sgp"
@@ -53,15 +72,10 @@ class SGP(GossipAlgorithm):
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = super().prepare(model)
         n, k = self.ctx.world_size, self.options.sgp_peers
-        self.graph: Optional[ExponentialGraph] = None
+        self.graph: Optional[NPeerExponentialGraph] = None
+        check_peers(k, n)
         if n > 1:
-            if k < 1 or k >= n:
-                raise ConfigError(f"{{sgp_peers}} {k} is invalid for {n} ranks: use 1 to {n - 1}")
-            distinct = num_powers_of_two_below(n)
-            if k > distinct:
-                raise ConfigError(f"{{sgp_peers}} {k} is invalid for {n} ranks: the exponential graph has only "
-                                  f"{distinct} distinct peers (distances 1, 2, 4, ...); use 1 to {distinct}")
-            self.graph = ExponentialGraph(n, k=k)
+            self.graph = NPeerExponentialGraph(n, k=k)
         self.weight = torch.ones((), dtype=torch.float64, device=self.ctx.device)
         self.numerators: List[torch.Tensor] = []
         self.in_flight: Optional[Tuple[Pending, List[Tuple[List[torch.Tensor], torch.Tensor]]]] = None
