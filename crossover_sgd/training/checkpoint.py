@@ -17,7 +17,7 @@ import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ from crossover_sgd.atomic import atomic_write, atomic_write_json
 from crossover_sgd.errors import ConfigError
 
 __all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "load_checkpoint",
-           "prune_own_checkpoints"]
+           "prune_own_checkpoints", "has_checkpoint", "drop_partial_steps", "complete_steps", "step_of"]
 
 FORMAT = "crossover-sgd-checkpoint"
 VERSION = 1
@@ -74,6 +74,41 @@ def published_checkpoint(out: Path, world_size: int) -> Path:
     if missing:
         raise ConfigError(f"{{resume}}: checkpoint {folder} lacks the files of rank(s) {missing}")
     return folder
+
+
+def step_of(folder: Path) -> Optional[int]:
+    """The step of a ``step*`` folder (None for another name)."""
+    try:
+        return int(folder.name[len("step"):]) if folder.name.startswith("step") else None
+    except ValueError:
+        return None
+
+
+def complete_steps(out: Path, ranks: Sequence[int]) -> List[int]:
+    """The saved steps whose folder holds a file of every rank of ``ranks``."""
+    return sorted(step for folder in (out / "checkpoints").glob("step*")
+                  if folder.is_dir() and (step := step_of(folder)) is not None
+                  and all((folder / f"rank{r}.pt").is_file() for r in ranks))
+
+
+def has_checkpoint(out: Path, ranks: Sequence[int]) -> bool:
+    """A published checkpoint, or a complete step (the families that publish none), is in ``out``."""
+    return (out / "checkpoints" / "latest.json").is_file() or bool(complete_steps(out, ranks))
+
+
+def drop_partial_steps(out: Path, ranks: Sequence[int]) -> None:
+    """Remove the step folders after the last good step (the published one, else the newest
+    complete one): saves that did not complete."""
+    try:
+        good: Optional[int] = int(json.loads((out / "checkpoints" / "latest.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        good = max(complete_steps(out, ranks), default=None)
+    if good is None:
+        return
+    for folder in (out / "checkpoints").glob("step*"):
+        step = step_of(folder)
+        if folder.is_dir() and step is not None and step > good:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def prune_own_checkpoints(out: Path, rank: int, step: int) -> None:

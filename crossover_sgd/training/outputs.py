@@ -22,10 +22,8 @@ import contextlib
 import csv
 import errno
 import io
-import json
 import logging
 import os
-import shutil
 import sys
 import threading
 from datetime import datetime
@@ -36,6 +34,7 @@ from crossover_sgd.algorithms.registry import metric_columns
 from crossover_sgd.atomic import (atomic_write_text, missing_ancestor, probe_directory, remove_created, user_path_error,
                                   within)
 from crossover_sgd.config import TrainConfig
+from crossover_sgd.training.checkpoint import drop_partial_steps, has_checkpoint
 from crossover_sgd.errors import ConfigError
 
 __all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "MetricsLog", "TensorBoardLog", "check_out_dir", "default_out_dir",
@@ -114,12 +113,7 @@ class RunDirectory:
     def holds_value(self) -> bool:
         """A finished run's summary, a published checkpoint, or a complete step (a file of every
         rank: the families that publish none) is in the directory; a partial save is not."""
-        checkpoints = self.out / "checkpoints"
-        return ((self.out / "summary.json").is_file() or (checkpoints / "latest.json").is_file()
-                or any(self._complete(folder) for folder in checkpoints.glob("step*")))
-
-    def _complete(self, folder: Path) -> bool:
-        return folder.is_dir() and all((folder / f"rank{r}.pt").is_file() for r in self.ranks)
+        return (self.out / "summary.json").is_file() or has_checkpoint(self.out, self.ranks)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Path]:
@@ -137,7 +131,7 @@ class RunDirectory:
             made = self.out.is_dir()  # else it could not even be created
             kept = made and self.holds_value()
             if kept:
-                self._drop_partial_checkpoints()
+                drop_partial_steps(self.out, self.ranks)
             else:
                 remove_created(self.out, self.created, self.before)
             if removed_by_peer:
@@ -183,29 +177,6 @@ class RunDirectory:
             with contextlib.suppress(OSError, ValueError):
                 self._log.close()
             self._log = None
-
-    def _drop_partial_checkpoints(self) -> None:
-        """Remove the checkpoint steps after the last good one (the published step, else the
-        newest complete one): saves that did not complete."""
-        checkpoints = self.out / "checkpoints"
-        try:
-            good = int(json.loads((checkpoints / "latest.json").read_text())["step"])
-        except (OSError, ValueError, KeyError, TypeError):
-            complete = [_step_of(f) for f in checkpoints.glob("step*") if self._complete(f)]
-            good = max((step for step in complete if step is not None), default=None)
-        if good is None:
-            return
-        for folder in checkpoints.glob("step*"):
-            step = _step_of(folder)
-            if folder.is_dir() and step is not None and step > good:
-                shutil.rmtree(folder, ignore_errors=True)
-
-
-def _step_of(folder: Path) -> Optional[int]:
-    try:
-        return int(folder.name[len("step"):])
-    except ValueError:
-        return None
 
 
 class TensorBoardLog:
