@@ -42,7 +42,7 @@ ERROR_FD_ENV = "CROSSOVER_SGD_ERROR_FD"
 #: After a rank exited with CONFIG_ERROR_EXIT without a line in its pipe, how long the launcher
 #: waits for a line from another rank (the one that reports an error every rank found) before
 #: stopping the rest.
-_SETTLE_S = 10.0
+_SETTLE_S = 20.0
 _claimed: Optional[int] = None
 
 
@@ -163,7 +163,10 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
                     _announce(failed)
                     _stop(children, grace_s)
                     stopped = True
-            if failed is not None and not stopped and (received or time.monotonic() >= settle_until):
+            # stop the rest once the lowest rank that may report has (ranks that find the same error
+            # exit by themselves), or after the settle time (ranks waiting for the failed one)
+            reported = received and all(codes[r] is not None for r in range(min(received)))
+            if failed is not None and not stopped and (reported or time.monotonic() >= settle_until):
                 _stop(children, grace_s)  # e.g. ranks still waiting for the failed one at the rendezvous
                 stopped = True
             if all(code is not None for code in codes):
