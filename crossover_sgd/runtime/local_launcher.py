@@ -61,14 +61,15 @@ def claim_error_channel() -> Optional[int]:
     return _claimed
 
 
-def report_line(line: str) -> None:
+def report_line(line: str, exit_code: int = CONFIG_ERROR_EXIT) -> None:
     """Report a one-line error: to the local launcher, which prints one line for all ranks, or on
-    stderr (other launchers)."""
+    stderr (other launchers). ``exit_code`` is the code this rank is about to exit with: the
+    launcher ranks the lines by it even when it stops the rank before the rank has exited."""
     line = " ".join(line.splitlines())
     channel = claim_error_channel()
     if channel is not None:
         try:
-            os.write(channel, (line[:4000] + "\n").encode())  # below PIPE_BUF: one atomic write
+            os.write(channel, f"{exit_code}\t{line[:4000]}\n".encode())  # below PIPE_BUF: one atomic write
             return
         except OSError:
             pass
@@ -176,18 +177,23 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _drain(readers, received)
-    lines = {r: received[r].decode(errors="replace").strip().splitlines()[0]
-             for r in sorted(received) if received[r].strip()}
-    if lines:  # found alike by several ranks: said once; a rank's own bad input before others' lost peer
-        codes = [c.returncode for c in children]
-        first = (sorted(r for r in lines if codes[r] == CONFIG_ERROR_EXIT) or sorted(lines))[0]
-        print(lines[first], file=sys.stderr, flush=True)
+    reports = {r: _parse_report(received[r]) for r in sorted(received) if received[r].strip()}
+    if reports:  # found alike by several ranks: said once; a rank's own bad input before others' lost peer
+        first = (sorted(r for r, (code, _) in reports.items() if code == CONFIG_ERROR_EXIT) or sorted(reports))[0]
+        print(reports[first][1], file=sys.stderr, flush=True)
     elif failed is not None and failed[1] in _REPORTED:
         _announce(failed)
     if failed is not None:
         code = failed[1]
         return code if code > 0 else 128 - code  # a signal death -> 128 + signal number
     return 0
+
+
+def _parse_report(data: bytes) -> tuple:
+    """(exit code the rank announced, its line) from what a rank wrote to its error pipe."""
+    first = data.decode(errors="replace").strip().splitlines()[0]
+    code, tab, line = first.partition("\t")
+    return (int(code), line) if tab and code.lstrip("-").isdigit() else (None, first)
 
 
 def _announce(failed: tuple) -> None:

@@ -92,7 +92,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
         reason = heartbeat.diagnose() if heartbeat is not None else "the peer died or stopped answering"
         if heartbeat is None or heartbeat.reports():  # said once per job: by the lowest rank still alive
             report_line(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason} "
-                        f"({first_line(exc, 300)})")
+                        f"({first_line(exc, 300)})", exit_code=PEER_FAILURE_EXIT)
         os._exit(PEER_FAILURE_EXIT)  # the process group is broken: do not wait for collectives at exit
     finally:
         if heartbeat is not None:

@@ -224,3 +224,32 @@ def test_world_size_that_disagrees_with_nproc_is_rejected(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["crossover-sgd: error: --world_size 3 disagrees with --nproc 2"]
     assert not (tmp_path / "run").exists()
+
+
+_REPORTING_RANK = """
+import os, sys, time
+from pathlib import Path
+from crossover_sgd.runtime.local_launcher import report_line
+rank, marker = int(os.environ["RANK"]), Path(sys.argv[1])
+if rank == 0:
+    report_line("crossover-sgd: error: rank 0's own line")
+    marker.touch()
+    time.sleep(120)  # still running when rank 1 exits: the launcher stops it
+else:
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    report_line("crossover-sgd: error: rank 1's line")
+    sys.exit(2)
+"""
+
+
+def test_local_launcher_prints_the_lowest_ranks_line_even_if_it_stops_that_rank(tmp_path, capfd):
+    """Rank 0 has written its line but not yet exited when rank 1 exits with bad input: the
+    launcher stops rank 0 (its exit code becomes -15), yet rank 0's line is the one printed, by
+    the exit code rank 0 announced with it."""
+    from crossover_sgd.runtime.local_launcher import launch_local
+
+    code = launch_local(2, [sys.executable, "-c", _REPORTING_RANK, str(tmp_path / "written")], grace_s=5)
+    assert code == 2
+    assert capfd.readouterr().err.splitlines() == ["crossover-sgd: error: rank 0's own line"]
