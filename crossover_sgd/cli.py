@@ -12,6 +12,7 @@ import functools
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
+from crossover_sgd.algorithms.registry import ALGORITHMS
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.console import OneLineParser, report_errors
 from crossover_sgd.errors import ConfigError
@@ -57,7 +58,11 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
     if detect_launch().launcher != "single":
         raise ConfigError(f"--nproc {nproc} starts local ranks, but this process was already started "
                           f"by {detect_launch().launcher}: drop --nproc")
-    return launch_local(nproc, strip_flag(command, "--nproc"))
+    tolerant = False
+    if isinstance(config_or_args, TrainConfig) and config_or_args.options is not None:
+        cls = ALGORITHMS[config_or_args.algorithm]
+        tolerant = cls.tolerates_lost_peers(cls.options_of(config_or_args))
+    return launch_local(nproc, strip_flag(command, "--nproc"), tolerate_lost=tolerant)
 
 
 def run_train(config: TrainConfig, command: List[str], flag_names: Optional[Dict[str, str]] = None) -> int:

@@ -19,12 +19,17 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 from crossover_sgd.errors import ConfigError, divides_world_error, render_fields
 
 __all__ = ["TrainConfig", "AlgorithmSettings", "DATASETS", "MODELS", "DTYPES", "LR_SCHEDULES", "AMP_MODES",
-           "LOG_LEVELS"]
+           "LOG_LEVELS", "PARTITIONS", "NORMS", "group_count"]
 
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
-MODELS = ("small_cnn",) + RESNETS
+MODELS = ("small_cnn", "logistic") + RESNETS
+#: The channel counts of every normalisation layer of the RESNETS (64 * 2^k): checked against --group-channels.
+RESNET_CHANNELS = tuple(64 * 2 ** k for k in range(6))
+#: The accepted values of --norm (ResNets only) and of --partition (how the training set is split over trainers).
+NORMS = ("batch", "group")
+PARTITIONS = ("shard", "iid", "noniid", "dirichlet")
 #: The accepted values of --dtype: the dtype of the model's parameters and of its (floating) inputs.
 #: float64 is for checks of an algorithm's math (equivalences then hold to float64 rounding).
 DTYPES = ("float32", "float64")
@@ -64,6 +69,14 @@ class TrainConfig:
     synthetic_samples: int = 2048
     synthetic_classes: int = 10
     workers: Optional[int] = 0  # None: what the machine has (training.data.default_workers)
+    partition: str = "shard"  # PARTITIONS; other than shard: training.partition
+    dirichlet_alpha: float = 0.5
+    train_data_length: Optional[int] = None  # a cap on each node's training samples (None: its whole part)
+    local_val_fraction: float = 0.1
+    norm: str = "batch"  # NORMS: BatchNorm2d, or GroupNorm(ceil(C / group_channels), C)
+    group_channels: int = 32
+    drop_rate: float = 0.0  # Dropout2d after the stem and each stage but the last
+    last_drop_rate: float = 0.0  # Dropout before the classifier
     # optimisation
     batch_size: int = 32
     local_itr: int = 1
@@ -73,6 +86,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    l2_lambda: float = 0.0  # the loss gains l2_lambda / 2 * ||w||^2
     clip_grad_norm: float = 0.0
     lr_schedule: str = "cosine"
     warmup_epochs: float = 0.0
@@ -81,6 +95,8 @@ class TrainConfig:
     poly_hold_epochs: int = 2
     step_milestones: Tuple[int, ...] = (30, 60, 80)
     step_gamma: float = 0.1
+    step_size: Optional[int] = None  # step schedule: gamma ** (step // step_size) instead of the milestones
+    gamma: float = 0.9
     wd_schedule: bool = False
     # LARS and mixed precision
     lars: bool = False
@@ -144,6 +160,8 @@ class TrainConfig:
         if self.dtype == "float64" and self.amp != "off":
             raise ConfigError(f"{{amp}} {self.amp} computes in half precision, which defeats {{dtype}} float64: "
                               "use {amp} off with float64, or {dtype} float32 with mixed precision")
+        self._check_data_split()
+        self._check_model_settings()
         _choice("lars_momentum_form", self.lars_momentum_form, LARS_MOMENTUM_FORMS)
         if not (math.isfinite(self.lars_coef) and self.lars_coef > 0):
             raise ConfigError(f"{{lars_coef}} {self.lars_coef} is invalid: use a finite number > 0 (the study: 0.0025)")
@@ -165,12 +183,17 @@ class TrainConfig:
         if self.workers is not None:
             _at_least("workers", self.workers, 0)
         _at_least("synthetic_classes", self.synthetic_classes, 2)
-        for name in ("lr", "momentum", "weight_decay", "clip_grad_norm", "warmup_epochs", "poly_power", "step_gamma"):
+        for name in ("lr", "momentum", "weight_decay", "l2_lambda", "clip_grad_norm", "warmup_epochs", "poly_power",
+                     "step_gamma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{{{name}}} {value} is invalid: use a finite number >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"{{label_smoothing}} {self.label_smoothing} is invalid: use 0 <= value < 1")
+        if self.step_size is not None:
+            _at_least("step_size", self.step_size, 1)
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"{{gamma}} {self.gamma} is invalid: use 0 < value <= 1")
         if not 0 <= self.poly_end <= 1:
             raise ConfigError(f"{{poly_end}} {self.poly_end} is invalid: use 0 <= value <= 1")
         if self.nesterov and self.momentum == 0:
@@ -200,6 +223,35 @@ class TrainConfig:
             raise ConfigError(f"{{log_level}} {self.log_level!r} is unknown: choose one of {', '.join(LOG_LEVELS)}")
         return self
 
+    def _check_data_split(self) -> None:
+        """The settings of :mod:`crossover_sgd.training.partition`."""
+        _choice("partition", self.partition, PARTITIONS)
+        if not (math.isfinite(self.dirichlet_alpha) and self.dirichlet_alpha > 0):
+            raise ConfigError(f"{{dirichlet_alpha}} {self.dirichlet_alpha} is invalid: use a finite number > 0")
+        if self.train_data_length is not None:
+            _at_least("train_data_length", self.train_data_length, 1)
+        if not 0 <= self.local_val_fraction <= 0.5:
+            raise ConfigError(f"{{local_val_fraction}} {self.local_val_fraction} is invalid: use 0 <= value <= 0.5")
+
+    def _check_model_settings(self) -> None:
+        """Normalisation and dropout: each model takes the ones it has layers for."""
+        _choice("norm", self.norm, NORMS)
+        _at_least("group_channels", self.group_channels, 1)
+        for name in ("drop_rate", "last_drop_rate"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"{{{name}}} {value} is invalid: use 0 <= value < 1")
+        if self.norm == "group":
+            if self.model not in RESNETS:
+                raise ConfigError(f"{{norm}} group needs a ResNet: {{model}} {self.model} has no normalisation "
+                                  "layer to replace (use {norm} batch)")
+            for channels in RESNET_CHANNELS:
+                group_count(channels, self.group_channels)
+        if self.model == "logistic" and (self.drop_rate or self.last_drop_rate):
+            name = "drop_rate" if self.drop_rate else "last_drop_rate"
+            raise ConfigError(f"{{{name}}} {getattr(self, name)} is invalid with {{model}} logistic (a single linear "
+                              f"layer, no dropout): use {{{name}}} 0")
+
     def ineffective_options(self, names: Optional[Dict[str, str]] = None) -> List[str]:
         """The options set to a non-default value that this run does not use, each with why:
         ``["--sync-grad False (only allreduce uses it; the algorithm is crossover)", ...]``, flags
@@ -212,12 +264,25 @@ class TrainConfig:
         found = self.options.unused(self.algorithm) if self.options is not None else []
         sched = f"the schedule is {self.lr_schedule}"
         synthetic_or_folder = self.dataset in ("synthetic", "imagefolder", "imagenet")
+        only_step = f"only the step schedule uses it; {sched}"
+        milestones = (self.lr_schedule == "step" and self.step_size is None,
+                      "{step_size} replaces it" if self.lr_schedule == "step" else only_step)
         rules: Dict[str, Tuple[bool, str]] = {  # field: (used in this run, why not)
             "poly_power": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
             "poly_end": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
             "poly_hold_epochs": (self.lr_schedule == "poly", f"only the poly schedule uses it; {sched}"),
-            "step_milestones": (self.lr_schedule == "step", f"only the step schedule uses it; {sched}"),
-            "step_gamma": (self.lr_schedule == "step", f"only the step schedule uses it; {sched}"),
+            "step_milestones": milestones,
+            "step_gamma": milestones,
+            "step_size": (self.lr_schedule == "step", only_step),
+            "gamma": (self.lr_schedule == "step" and self.step_size is not None,
+                      "only the step schedule with {step_size} uses it" if self.lr_schedule == "step" else only_step),
+            "dirichlet_alpha": (self.partition == "dirichlet",
+                                f"only {{partition}} dirichlet uses it, not {self.partition}"),
+            "train_data_length": (self.partition != "shard", "{partition} shard splits the data by rank; "
+                                  "only the other partitions use it"),
+            "local_val_fraction": (self.partition != "shard", "{partition} shard splits the data by rank; "
+                                   "only the other partitions use it"),
+            "group_channels": (self.norm == "group", f"only {{norm}} group uses it, not {self.norm}"),
             "lars_coef": (self.lars, "only LARS uses it; {lars} is False"),
             "lars_momentum_form": (self.lars, "only LARS uses it; {lars} is False"),
             "lars_momentum_correction": (self.lars, "only LARS uses it; {lars} is False"),
@@ -263,6 +328,16 @@ def _show(value: Any) -> str:
 def _choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{{{name}}} {value!r} is unknown: choose one of {', '.join(choices)}")
+
+
+def group_count(channels: int, group_channels: int) -> int:
+    """The number of GroupNorm groups of a layer of ``channels``: ``ceil(channels / group_channels)``;
+    ConfigError where that does not divide ``channels``."""
+    groups = -(-channels // group_channels)
+    if channels % groups:
+        raise ConfigError(f"{{group_channels}} {group_channels} is invalid: a layer of {channels} channels would get "
+                          f"{groups} groups, which do not divide it; use a power of two such as 16 or 32")
+    return groups
 
 
 def _at_least(name: str, value: int, low: int) -> None:

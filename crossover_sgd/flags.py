@@ -11,7 +11,7 @@ import argparse
 from typing import Any, Callable, Dict, Sequence
 
 from crossover_sgd.algorithms.registry import REGISTERED, OptionValues, option_groups
-from crossover_sgd.config import DATASETS, DTYPES, LOG_LEVELS, LR_SCHEDULES, MODELS, TrainConfig
+from crossover_sgd.config import DATASETS, DTYPES, LOG_LEVELS, LR_SCHEDULES, MODELS, NORMS, PARTITIONS, TrainConfig
 from crossover_sgd.console import OneLineParser, add_flag as _add, str_bool
 from crossover_sgd.errors import ConfigError
 
@@ -62,6 +62,21 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--synthetic-samples", type=int, default=d.synthetic_samples)
     _add(g, "--synthetic-classes", type=int, default=d.synthetic_classes)
     _add(g, "--workers", type=int, default=d.workers, help="data-loading worker processes per rank")
+    _add(g, "--partition", default=d.partition,
+         help=f"{'|'.join(PARTITIONS)}: how the training set is split over the trainers (shard: by rank, "
+              "reshuffled every epoch; iid: a seeded random split; noniid: 80%% of the classes per node, the "
+              "original peer-to-peer code's rule; dirichlet: per-class node shares from Dirichlet(alpha))")
+    _add(g, "--dirichlet-alpha", type=float, default=d.dirichlet_alpha, help="--partition dirichlet: alpha > 0")
+    _add(g, "--train-data-length", type=int, default=None,
+         help="a cap on each node's training samples, drawn from its part (partitions other than shard)")
+    _add(g, "--local-val-fraction", type=float, default=d.local_val_fraction,
+         help="fraction of each node's part held out as its own validation set (partitions other than shard)")
+    _add(g, "--norm", default=d.norm, help=f"{' or '.join(NORMS)}: the ResNets' normalisation "
+         "(group: GroupNorm with ceil(C / --group-channels) groups)")
+    _add(g, "--group-channels", type=int, default=d.group_channels, help="--norm group: channels per group")
+    _add(g, "--drop-rate", type=float, default=d.drop_rate,
+         help="Dropout2d after the stem and after each stage but the last (0: none)")
+    _add(g, "--last-drop-rate", type=float, default=d.last_drop_rate, help="Dropout before the classifier (0: none)")
     g = parser.add_argument_group("optimisation")
     _add(g, "--batch-size", type=int, default=d.batch_size, help="samples per micro-batch per rank")
     _add(g, "--local-itr", "--accum-steps", type=int, default=d.local_itr,
@@ -72,6 +87,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--nesterov", type=str_bool, default=d.nesterov, metavar="BOOL")
     _add(g, "--weight-decay", type=float, default=d.weight_decay)
     _add(g, "--label-smoothing", type=float, default=d.label_smoothing)
+    _add(g, "--l2-lambda", type=float, default=d.l2_lambda, help="the loss gains L2_LAMBDA / 2 * ||w||^2")
     _add(g, "--clip-grad-norm", type=float, default=d.clip_grad_norm, help="max gradient norm (0: off)")
     _add(g, "--lr-schedule", default=d.lr_schedule, help=f"one of {', '.join(LR_SCHEDULES)}")
     _add(g, "--warmup-epochs", type=float, default=d.warmup_epochs)
@@ -80,6 +96,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     _add(g, "--poly-hold-epochs", type=int, default=d.poly_hold_epochs)
     _add(g, "--step-milestones", type=int, nargs="+", default=list(d.step_milestones), metavar="EPOCH")
     _add(g, "--step-gamma", type=float, default=d.step_gamma)
+    _add(g, "--step-size", type=int, default=None,
+         help="step schedule: decay every STEP_SIZE optimizer steps by --gamma instead of at the milestones")
+    _add(g, "--gamma", type=float, default=d.gamma, help="--step-size: the decay factor, 0 < gamma <= 1")
     _add(g, "--wd-schedule", type=str_bool, default=d.wd_schedule, metavar="BOOL",
          help="scale weight decay by the learning-rate schedule's factor (the study's poly recipe)")
     g = parser.add_argument_group("LARS and mixed precision")

@@ -14,15 +14,20 @@
 * :mod:`topology.graph` — static undirected graphs (neighbours, edge indices,
   Laplacian, Metropolis-Hastings weights; ring, torus, random regular, ...) for
   D-SGD and the per-edge methods.
+* :mod:`topology.coloring` — proper edge colourings (at most max degree + 1 colours).
+* :mod:`topology.nodes` — the peer-to-peer family's named nodes: ``node_list.json`` and
+  ``hosts.json`` as the original code writes them (validated, one-line errors), or generated
+  (slots from an edge colouring); per-step exchanges and the signs ``A_{i|j}``.
 * :mod:`topology.mixing` — dense mixing matrices; orientation ``x_new = W @ x`` with
   the replicas' values stacked as rows.
 * :mod:`topology.spectral` — spectral gap as a per-round mean-square contraction
   (closed form, Fourier, dense or Lanczos).
 * :mod:`topology.registry` — build any schedule from its name.
 * :mod:`topology.simulate` — consensus simulator on ``(N, d)`` arrays.
-* ``python -m topology {peers,simulate}`` — command line (:mod:`topology.cli`).
+* ``python -m topology {peers,simulate,nodes}`` — command line (:mod:`topology.cli`).
 """
 
+from .coloring import edge_colouring
 from .crossover import CrossoverSchedule, PeerMap, crossover_mean_square_rate
 from .derangement import (
     DERANGEMENT_METHOD,
@@ -56,6 +61,15 @@ from .mixing import (
     lift_node_matrix,
     push_sum_matrix,
     segment_slices,
+)
+from .nodes import (
+    NodeGraph,
+    NodeListError,
+    generated_nodes,
+    load_hosts,
+    load_node_list,
+    write_hosts,
+    write_node_list,
 )
 from .registry import SCHEDULES, Schedule, make_schedule
 from .schedule import PeerSchedule, Transfer, check_transfers, round_plan
@@ -97,6 +111,15 @@ __all__ = [
     "Graph",
     "GRAPH_KINDS",
     "make_graph",
+    "edge_colouring",
+    # peer-to-peer node graphs
+    "NodeGraph",
+    "NodeListError",
+    "load_node_list",
+    "load_hosts",
+    "generated_nodes",
+    "write_node_list",
+    "write_hosts",
     # mixing matrices
     "segment_slices",
     "gather_matrix",

@@ -4,6 +4,8 @@
     python -m topology simulate --schedule exponential --k 1 --n 4096 --rounds 50 \\
         [--json out.json] [--plot out.png]
     python -m topology peers --schedule graph --graph torus --n 12      (or --edge-file edges.txt)
+    python -m topology nodes --graph ring --n 5 --round 2 [--node-list nl.json --hosts hosts.json]
+    python -m topology nodes --check node_list.json [--hosts hosts.json]
 
 Bad input prints one line ``python -m topology <cmd>: error: ...`` on stderr and exits with 2.
 """
@@ -23,10 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .coloring import edge_colouring, num_colours
 from .crossover import CrossoverSchedule
 from .exponential import RotatingGraph
 from .graph import GRAPH_KINDS, Graph
 from .hierarchy import HierarchicalSchedule
+from .nodes import NodeListError, generated_nodes, json_bytes, load_node_list
 from .registry import SCHEDULES, Schedule, make_schedule
 from .simulate import SimulationResult, check_memory, random_initial_values, simulate
 from .spectral import GAP_METHODS, GapEstimate, mean_square_rate
@@ -109,7 +113,7 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m topology", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{peers,simulate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{peers,simulate,nodes}")
     peers = sub.add_parser("peers", help="print the peer maps of some rounds")
     _add_schedule_options(peers)
     peers.set_defaults(command_parser=peers)
@@ -126,7 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how to compute the spectral gap (auto: exact where possible)")
     sim.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
     sim.add_argument("--plot", metavar="PATH", default=None, help="write a consensus-error plot")
+    _add_nodes_parser(sub)
     return parser
+
+
+def _add_nodes_parser(sub) -> None:
+    nodes = sub.add_parser("nodes", help="generate or check a peer-to-peer node graph (node_list.json, hosts.json)")
+    nodes.set_defaults(command_parser=nodes)
+    source = nodes.add_mutually_exclusive_group(required=True)
+    source.add_argument("--graph", choices=GRAPH_KINDS, help="generate this graph on --n nodes node0..node{n-1}")
+    source.add_argument("--check", metavar="NODE_LIST", help="validate this node_list.json and print it")
+    nodes.add_argument("--n", type=_int_at_least(1, "n (number of nodes)"), default=None, help="nodes (--graph)")
+    nodes.add_argument("--round", type=_int_at_least(1, "round (steps per round)"), default=None,
+                       help="steps per round K (--graph; default 1); slot = edge colour %% K")
+    nodes.add_argument("--degree", type=_int_at_least(1, "degree"), default=None,
+                       help="degree of --graph regular, expected degree of --graph erdos-renyi")
+    nodes.add_argument("--seed", type=_int_at_least(0, "seed"), default=None,
+                       help="seed of a random --graph (default 0)")
+    nodes.add_argument("--node-list", metavar="PATH", default=None, help="--graph: write node_list.json here")
+    nodes.add_argument("--hosts", metavar="PATH", default=None,
+                       help="--graph: write hosts.json here; --check: the hosts.json to check with the node list")
+    nodes.add_argument("--address", default=None, help="--graph --hosts: every node's address (default 127.0.0.1)")
+    nodes.add_argument("--port", type=_int_at_least(1, "port"), default=None,
+                       help="--graph --hosts: node i gets port + i (default: no ports)")
+    nodes.add_argument("--symmetric-slots", action="store_true",
+                       help="--check: reject an edge whose two ends list different slots")
 
 
 def _schedule_from_args(args: argparse.Namespace) -> Schedule:
@@ -260,8 +288,8 @@ def _probe_output(path: str) -> None:
             os.utime(parent, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+def _check_outputs(args: argparse.Namespace, *outputs: tuple[str, str | None]) -> None:
+    for flag, path in outputs:
         if path:
             try:
                 _probe_output(path)
@@ -302,7 +330,8 @@ def _umask() -> int:
 
 
 def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
-    _check_outputs(args)  # before the simulation: it may take long, its results would be lost
+    # before the simulation: it may take long, its results would be lost
+    _check_outputs(args, ("--json", args.json), ("--plot", args.plot))
     dim = args.dim if args.dim is not None else max(8, args.segments)
     try:
         estimate = mean_square_rate(schedule, method=args.gap_method)
@@ -341,9 +370,55 @@ def _simulate(schedule: Schedule, args: argparse.Namespace) -> None:
             args.command_parser.error(_path_message("--plot", args.plot, exc))
 
 
+def _nodes(args: argparse.Namespace) -> None:
+    error = args.command_parser.error
+    generate_only = (("--n", args.n), ("--round", args.round), ("--degree", args.degree), ("--seed", args.seed),
+                     ("--node-list", args.node_list), ("--address", args.address), ("--port", args.port))
+    if args.check:
+        given = [flag for flag, value in generate_only if value is not None]
+        if given:
+            error(f"{given[0]} applies to --graph only: --check reads the graph from {args.check}")
+        try:
+            node_graph = load_node_list(args.check, args.hosts, symmetric_slots=args.symmetric_slots)
+        except NodeListError as exc:
+            error(str(exc))
+        print(node_graph.describe())
+        return
+    if args.symmetric_slots:
+        error("--symmetric-slots applies to --check only (generated slots are the same at both ends)")
+    if args.n is None:
+        error(f"--graph {args.graph} needs --n (the number of nodes)")
+    random_kind = args.graph in ("regular", "erdos-renyi")
+    if random_kind != (args.degree is not None):
+        error(f"--graph {args.graph} needs --degree" if random_kind
+              else "--degree applies to --graph regular and erdos-renyi only")
+    if (args.address is not None or args.port is not None) and not args.hosts:
+        error(f"{'--address' if args.address is not None else '--port'} applies to the --hosts file: give --hosts PATH")
+    if args.node_list and args.hosts and os.path.realpath(args.node_list) == os.path.realpath(args.hosts):
+        error(f"--node-list and --hosts are the same file {args.hosts}: give two paths")
+    try:
+        node_graph = generated_nodes(args.graph, args.n, args.round or 1, k=args.degree, seed=args.seed or 0)
+        hosts = node_graph.to_hosts(args.address or "127.0.0.1", args.port) if args.hosts else None
+    except ValueError as exc:
+        error(str(exc))
+    _check_outputs(args, ("--node-list", args.node_list), ("--hosts", args.hosts))
+    print(node_graph.describe())
+    colours = num_colours(edge_colouring(node_graph.graph))
+    print(f"# slot = edge colour % {node_graph.round}; {colours} colour(s): round >= {colours} gives each node "
+          f"at most one exchange per step")
+    if args.node_list:
+        data = json_bytes(node_graph.to_node_list())
+        _write_output(args, "--node-list", args.node_list, lambda fh: fh.write(data))
+    if hosts is not None:
+        _write_output(args, "--hosts", args.hosts, lambda fh: fh.write(json_bytes(hosts)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "nodes":
+        _nodes(args)
+        return 0
     try:
         if args.command == "simulate":  # before the schedule (its peer maps are O(N) per segment too)
             check_memory(args.n, args.dim if args.dim is not None else max(8, args.segments), args.segments)

@@ -26,7 +26,7 @@ checkpoints and stops on each trainer alone, with no collective over the trainin
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Type
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Optional, Type
 
 import torch
 from torch import nn
@@ -112,6 +112,26 @@ class Algorithm:
 
     def metrics(self) -> Dict[str, float]:
         """This algorithm's values of its :attr:`metric_columns`."""
+        return {}
+
+    def node_label(self) -> Optional[str]:
+        """The name of this trainer's per-node CSV and summary (``nodes/{label}.csv``), for an
+        algorithm whose trainers are nodes of their own (None: no per-node outputs)."""
+        return None
+
+    def summary(self) -> Dict[str, Any]:
+        """This trainer's part of the run's summary (e.g. the neighbours it lost)."""
+        return {}
+
+    @classmethod
+    def tolerates_lost_peers(cls, options: AlgorithmOptions) -> bool:
+        """Whether the other ranks go on when one dies (the local launcher then lets them)."""
+        return False
+
+    @classmethod
+    def launch_env(cls, options: AlgorithmOptions) -> Dict[str, str]:
+        """Launcher variables this algorithm sets itself before the process group starts (a node
+        started by hand: its rank and the rendezvous from its own files); none by default."""
         return {}
 
     def state_dict(self) -> Dict[str, Any]:

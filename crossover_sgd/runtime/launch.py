@@ -124,7 +124,7 @@ def detect_launch(env: Mapping[str, str] = os.environ) -> LaunchInfo:
         local_rank = _int(env, "LOCAL_RANK", rank)
         local_size = _int(env, "LOCAL_WORLD_SIZE", world)
         node_id = _int(env, "GROUP_RANK", rank // max(1, local_size))
-        launcher = "local" if env.get(LOCAL_LAUNCHER_ENV) == "local" else "torchrun"
+        launcher = env[LOCAL_LAUNCHER_ENV] if env.get(LOCAL_LAUNCHER_ENV) in ("local", "hosts") else "torchrun"
         return LaunchInfo(launcher, rank, world, local_rank, local_size, node_id,
                           env.get("MASTER_ADDR"), _port(env))
     if "OMPI_COMM_WORLD_RANK" in env:

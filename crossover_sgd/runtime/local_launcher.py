@@ -101,8 +101,12 @@ def _child_env(rank: int, nproc: int, port: int) -> dict:
     return env
 
 
-def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0) -> int:
-    """Run ``command`` as ``nproc`` ranks; return 0 if all succeed, else the first failure's code."""
+def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0, tolerate_lost: bool = False) -> int:
+    """Run ``command`` as ``nproc`` ranks; return 0 if all succeed, else the first failure's code.
+
+    ``tolerate_lost``: the ranks go on without a peer that dies (a peer-to-peer run with
+    ``--swap_timeout``): a rank killed by a signal is announced, the others are left to finish,
+    and the job succeeds if every other rank does."""
     port = free_port()
     children: List[subprocess.Popen] = []
     readers: List[int] = []
@@ -117,7 +121,7 @@ def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0) -> i
                 children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,)))
             finally:
                 os.close(write_end)  # the child holds its own copy
-        return _supervise(children, readers, grace_s)
+        return _supervise(children, readers, grace_s, tolerate_lost)
     finally:
         _stop(children, grace_s)
         for fd in readers:
@@ -137,7 +141,8 @@ def _drain(readers: Sequence[int], received: Dict[int, bytes]) -> None:
             received[rank] = received.get(rank, b"") + chunk
 
 
-def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], grace_s: float) -> int:
+def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], grace_s: float,
+               tolerate_lost: bool = False) -> int:
     previous = {sig: signal.getsignal(sig) for sig in _FORWARDED}
 
     def forward(signum, _frame):
@@ -151,11 +156,18 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
     stopped = False
     settle_until = 0.0
     received: Dict[int, bytes] = {}
+    lost: Dict[int, int] = {}  # tolerated: rank -> its death's code
     try:
         while True:
             codes = [c.poll() for c in children]
             _drain(readers, received)
-            bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0)]
+            if tolerate_lost:
+                for rank, code in enumerate(codes):
+                    if code is not None and code < 0 and rank not in lost:
+                        lost[rank] = code
+                        print(f"crossover-sgd: rank {rank} exited with code {code}; the other ranks go on without "
+                              f"it (--swap_timeout)", file=sys.stderr, flush=True)
+            bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0) and r not in lost]
             if bad and failed is None:
                 failed = bad[0]
                 if failed[1] in _REPORTED:  # bad input or a lost peer: the rank's own line says it all

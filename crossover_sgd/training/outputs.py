@@ -37,7 +37,7 @@ from crossover_sgd.config import TrainConfig
 from crossover_sgd.training.checkpoint import drop_partial_steps, has_checkpoint
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "MetricsLog", "TensorBoardLog", "check_out_dir", "default_out_dir",
+__all__ = ["METRIC_COLUMNS", "METRIC_DEFAULTS", "NODE_COLUMNS", "MetricsLog", "NodeLog", "TensorBoardLog", "check_out_dir", "default_out_dir",
            "RUN_MARKERS", "RunDirectory"]
 
 #: The columns of every run's metrics: the generic ones, then each algorithm's own
@@ -216,8 +216,32 @@ class MetricsLog:
             self.tensorboard.add(self.rows[-1])
 
     def write(self) -> None:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, text.getvalue())
+        _write_csv(self.path, METRIC_COLUMNS, self.rows)
+
+
+#: The per-node CSV of a run whose nodes hold their own data (the peer-to-peer family's original
+#: columns first: ``val`` is the node's own held-out data, ``test`` the shared validation set).
+NODE_COLUMNS = ("epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc",
+                "comm_bytes_sent", "comm_bytes_recv", "comm_seconds", "wall_time_s", "live_neighbours",
+                "dropped_neighbours")
+
+
+class NodeLog:
+    """``nodes/{node}.csv``: one row per evaluation of one node, rewritten atomically."""
+
+    def __init__(self, out: Path, node: str):
+        self.path = out / "nodes" / f"{node}.csv"
+        self.rows: List[Dict[str, float]] = []
+
+    def append(self, row: Dict[str, float]) -> None:
+        self.rows.append({k: row.get(k, float("nan")) for k in NODE_COLUMNS})
+        self.path.parent.mkdir(exist_ok=True)
+        _write_csv(self.path, NODE_COLUMNS, self.rows)
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Dict[str, float]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())

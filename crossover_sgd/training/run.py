@@ -57,6 +57,13 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
     ``flag_names`` writes settings as the entry point's flags in rank 0's warning about options
     without effect (the legacy script's names)."""
     started = time.perf_counter()
+    cls = ALGORITHMS[config.algorithm]
+    if detect_launch().launcher == "single":  # e.g. a node started by hand: the algorithm knows its rank
+        try:
+            os.environ.update(cls.launch_env(cls.options_of(config)))
+        except ConfigError as exc:
+            exc.quiet = False
+            raise
     info = detect_launch()
     setup_logging(info.rank, config.log_level)
     try:
@@ -69,7 +76,6 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
         exc.quiet = info.rank != 0  # config x launch: alike on every rank, rank 0 says it
         raise
     data = build_datasets(config)
-    cls = ALGORITHMS[config.algorithm]
     roles = cls.roles(info.world_size, cls.options_of(config))
     resume_state: Optional[Dict[str, Any]] = None
     if config.resume and roles[info.rank] == TRAINER:
@@ -79,7 +85,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
 
     ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
                            gpu_per_node=config.gpu_per_node)
-    heartbeat = start_heartbeat(ctx)
+    heartbeat = start_heartbeat(ctx) if cls.group_collectives else None  # p2p: the links name lost peers
     try:
         ctx = assign_roles(ctx, roles)
         return _run(config, ctx, data, resume_state, started, flag_names or {})
@@ -89,10 +95,11 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
     except (dist.DistError, RuntimeError) as exc:
         if not is_communication_failure(exc):
             raise
-        reason = heartbeat.diagnose() if heartbeat is not None else "the peer died or stopped answering"
+        reason = heartbeat.diagnose() if heartbeat is not None else first_line(exc, 300)
         if heartbeat is None or heartbeat.reports():  # said once per job: by the lowest rank still alive
-            report_line(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason} "
-                        f"({first_line(exc, 300)})", exit_code=PEER_FAILURE_EXIT)
+            detail = f" ({first_line(exc, 300)})" if heartbeat is not None else ""
+            report_line(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason}{detail}",
+                        exit_code=PEER_FAILURE_EXIT)
         os._exit(PEER_FAILURE_EXIT)  # the process group is broken: do not wait for collectives at exit
     finally:
         if heartbeat is not None:
@@ -176,6 +183,11 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
         "process_time_s": round(time.perf_counter() - started, 3),
         "torch": torch.__version__,
     }
+    label = algorithm.node_label()
+    if label is not None:  # every node writes its own (it may be the only one left)
+        summary["node"] = algorithm.summary()
+        (out / "nodes").mkdir(exist_ok=True)
+        atomic_write_json(out / "nodes" / f"{label}.json", {**summary, "final": result["final"]})
     if ctx.is_main:
         atomic_write_json(out / "summary.json", summary)
         accs = [a for a in summary["final_val_acc"] if a is not None]

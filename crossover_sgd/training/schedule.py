@@ -4,7 +4,8 @@
 (``(s+1)/W``), then one of:
 
 * ``constant``: 1;
-* ``step``: ``gamma ** (number of milestones <= epoch)``;
+* ``step``: ``gamma ** (number of milestones <= epoch)``, or with ``step_size`` (the original
+  peer-to-peer code's StepLR) ``gamma ** (step // step_size)``, ``step`` counting optimizer steps;
 * ``cosine``: ``0.5 (1 + cos(pi t / T))`` over the remaining steps;
 * ``poly`` (the study's): ``(1 - end) (1 - t/T) ** power + end`` with ``T`` = total steps minus
   warmup minus ``hold`` epochs; the last ``hold`` epochs stay at ``end``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from crossover_sgd.config import TrainConfig
 
@@ -32,6 +33,7 @@ class LRSchedule:
     hold_steps: int = 0
     milestones: Sequence[int] = ()
     gamma: float = 0.1
+    step_size: Optional[int] = None
 
     @classmethod
     def from_config(cls, config: TrainConfig, steps_per_epoch: int) -> "LRSchedule":
@@ -40,7 +42,8 @@ class LRSchedule:
                    warmup_steps=round(config.warmup_epochs * steps_per_epoch),
                    power=config.poly_power, end=config.poly_end,
                    hold_steps=(config.poly_hold_epochs * steps_per_epoch if config.lr_schedule == "poly" else 0),
-                   milestones=tuple(config.step_milestones), gamma=config.step_gamma)
+                   milestones=tuple(config.step_milestones), step_size=config.step_size,
+                   gamma=config.step_gamma if config.step_size is None else config.gamma)
 
     def factor(self, step: int) -> float:
         """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
@@ -49,6 +52,8 @@ class LRSchedule:
         t = step - self.warmup_steps
         if self.kind == "constant":
             return 1.0
+        if self.kind == "step" and self.step_size is not None:
+            return self.gamma ** (step // self.step_size)
         if self.kind == "step":
             epoch = step // self.steps_per_epoch
             return self.gamma ** sum(1 for m in self.milestones if epoch >= m)

@@ -27,7 +27,8 @@ from crossover_sgd.training.lars_sync import GroupNormSync
 from crossover_sgd.training.models import initial_model, model_dtype
 from crossover_sgd.training.optim import build_optimizer
 from crossover_sgd.training.precision import Precision
-from crossover_sgd.training.outputs import MetricsLog, TensorBoardLog
+from crossover_sgd.training.outputs import MetricsLog, NodeLog, TensorBoardLog
+from crossover_sgd.training.partition import dataset_labels, node_split
 from crossover_sgd.training.preemption import Preemption
 from crossover_sgd.training.sampler import ShardSampler
 from crossover_sgd.training.schedule import LRSchedule
@@ -57,7 +58,14 @@ class Trainer:
                                         algorithm.comm) if config.sync_lars_group_size else None)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         chunk = config.batch_size * config.local_itr
-        self.sampler = ShardSampler(len(data.train), ctx.train_rank, ctx.train_size, seed=config.seed, chunk=chunk)
+        train, self.local_val = data.train, None
+        if config.partition != "shard":  # each trainer a node with its own part of the data (its split)
+            split = node_split(dataset_labels(data.train), ctx.train_rank, ctx.train_size, config)
+            train = Subset(data.train, split.train.tolist())
+            self.local_val = Subset(data.train, split.val.tolist()) if len(split.val) else None
+            self.sampler = ShardSampler(len(train), 0, 1, seed=config.seed + 7_919 * (ctx.train_rank + 1), chunk=chunk)
+        else:
+            self.sampler = ShardSampler(len(train), ctx.train_rank, ctx.train_size, seed=config.seed, chunk=chunk)
         self.steps_per_epoch = self.sampler.per_rank // chunk
         if self.steps_per_epoch == 0:
             raise ConfigError(
@@ -65,15 +73,21 @@ class Trainer:
                 f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_size)
         self.loader_rng = torch.Generator()
-        self.loader = DataLoader(data.train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
+        self.loader = DataLoader(train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
                                  num_workers=self.workers, pin_memory=ctx.device.type == "cuda",
                                  generator=self.loader_rng, persistent_workers=False)
         self.schedule = LRSchedule.from_config(config, self.steps_per_epoch)
         self.metrics = MetricsLog(out, ctx.rank,
                                   tensorboard=TensorBoardLog(out) if config.tensorboard and ctx.is_main else None)
+        label = algorithm.node_label()
+        self.node_log = NodeLog(out, label) if label is not None or config.partition != "shard" else None
+        if self.node_log is not None and label is None:
+            self.node_log = NodeLog(out, f"rank{ctx.rank}")
         self.step, self.epoch, self.micro_in_epoch = 0, 0, 0
         self.loss_sum = torch.zeros((), device=ctx.device)  # of the finite micro-batch losses
         self.loss_count = 0  # micro-batches
+        self.train_correct = torch.zeros((), dtype=torch.int64, device=ctx.device)  # of the summed micro-batches
+        self.train_seen = 0  # samples of those micro-batches
         self.loss_nonfinite = torch.zeros((), dtype=torch.int64, device=ctx.device)  # micro-batches not summed
         self.elapsed_before = 0.0  # wall time of earlier segments of a resumed run
         self.started = time.perf_counter()
@@ -146,8 +160,11 @@ class Trainer:
             targets = targets.to(device, non_blocking=True)
             with self.algorithm.micro_batch(is_last=i == cfg.local_itr - 1):
                 with self.precision.autocast():
-                    loss = self.criterion(self.train_model(inputs), targets)
+                    logits = self.train_model(inputs)
+                    loss = self.criterion(logits, targets)
                 self.precision.backward(loss / cfg.local_itr)
+            self.train_correct += (logits.detach().argmax(1) == targets).sum()
+            self.train_seen += targets.numel()
             loss = loss.detach().float()  # a skipped step's non-finite loss must not make the epoch's NaN
             finite = torch.isfinite(loss)
             self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
@@ -155,6 +172,10 @@ class Trainer:
             self.loss_count += 1
         self.algorithm.before_step(self.optimizer)
         self.precision.unscale_(self.optimizer)
+        if cfg.l2_lambda > 0:  # the loss's l2_lambda/2 * ||w||^2
+            with torch.no_grad():
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                torch._foreach_add_([p.grad for p in params], params, alpha=cfg.l2_lambda)
         if cfg.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
         if self.norm_sync is not None:
@@ -242,11 +263,12 @@ class Trainer:
                 "consensus_distance": distance}
 
     @torch.no_grad()
-    def _validate(self, model: nn.Module, shard: bool) -> Dict[str, float]:
-        """Loss and accuracy of ``model``; ``shard``: every rank takes a part of the set (the
-        model must then be the same on every rank) and the totals are summed."""
+    def _validate(self, model: nn.Module, shard: bool, val=None) -> Dict[str, float]:
+        """Loss and accuracy of ``model`` on ``val`` (default: the validation set); ``shard``:
+        every rank takes a part of the set (the model must then be the same on every rank) and
+        the totals are summed."""
         model.eval()
-        val = self.data.val
+        val = self.data.val if val is None else val
         shard = shard and self.group.size > 1
         if shard:
             val = Subset(val, range(self.group.rank, len(val), self.group.size))
@@ -279,6 +301,14 @@ class Trainer:
                "skipped_steps": int(self.precision.skipped),
                "wall_time_s": round(self.wall_time(), 3), **self.algorithm.metrics(), **result}
         self.metrics.append(row)
+        if self.node_log is not None:
+            local = (self._validate(self.algorithm.eval_model(), shard=False, val=self.local_val)
+                     if self.local_val is not None else {"val_loss": float("nan"), "val_acc": float("nan")})
+            self.node_log.append({**row, "train_acc": int(self.train_correct) / max(self.train_seen, 1),
+                                  "val_loss": local["val_loss"], "val_acc": local["val_acc"],
+                                  "test_loss": result["val_loss"], "test_acc": result["val_acc"]})
+        self.train_correct.zero_()
+        self.train_seen = 0
         self.loss_sum.zero_()
         self.loss_nonfinite.zero_()
         self.loss_count = 0

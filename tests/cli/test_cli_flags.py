@@ -35,6 +35,11 @@ FLAGS_BEFORE = {
 #: Flags added since, each on purpose (FLAGS_BEFORE stays as it was: no flag may disappear).
 FLAGS_ADDED = {
     "--dtype",  # added by issue 11.8: float64 runs, for checks of an algorithm's math
+    # the peer-to-peer family's generic settings (the original code's spellings are the underscored ones)
+    "--partition", "--dirichlet-alpha", "--dirichlet_alpha", "--train-data-length", "--train_data_length",
+    "--local-val-fraction", "--local_val_fraction", "--norm", "--group-channels", "--group_channels",
+    "--drop-rate", "--drop_rate", "--last-drop-rate", "--last_drop_rate", "--l2-lambda", "--l2_lambda",
+    "--step-size", "--step_size", "--gamma",
 }
 
 

@@ -1,0 +1,225 @@
+"""Point-to-point links to a rank's graph neighbours that survive the loss of a neighbour.
+
+The peer-to-peer family exchanges one flat message per edge, at the steps the edge's slot comes
+up, and must go on when a neighbour dies or freezes (``--swap_timeout``). Two engine facts
+(measured on torch 2.14, Gloo) decide the design:
+
+* a receive that times out on a Gloo group closes *every* pair of that group on this rank
+  ("Application timeout caused pair closure"): after one timed-out neighbour a rank could talk to
+  no one over the world group;
+* a dead peer's connection reports "Connection closed by peer" at once, on that pair only.
+
+So every edge gets its own two-rank Gloo group (:func:`edge_groups`, created once by every rank in
+the same order). A timeout or a closed connection then breaks that edge alone. Messages travel
+over Gloo in host memory (a CUDA model is staged through CPU buffers): NCCL communicators abort
+as a whole on a timeout and cannot drop one neighbour.
+
+Two modes:
+
+* **synchronous** (default): an exchange sends this rank's message and waits for the
+  neighbour's message of the same exchange, so replicas advance in lockstep with their
+  neighbours (no world-wide barrier);
+* **asynchronous** (``--async_step``): a receive is always posted per edge; an exchange takes the
+  last message that arrived (or keeps the previous one) and sends only if the previous send has
+  left. Nobody waits for a slow neighbour.
+
+A neighbour that does not answer within ``timeout_s`` (a closed connection, at once) is
+*dropped* when ``drop`` is set, for good: it is no longer sent to nor waited for. Without
+``drop`` the exchange raises :class:`~crossover_sgd.errors.PeerError` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+from crossover_sgd.comm.failure import first_line
+from crossover_sgd.comm.stats import CommStats
+from crossover_sgd.errors import PeerError
+
+__all__ = ["Edge", "EdgeLinks", "edge_groups"]
+
+log = logging.getLogger(__name__)
+_ABANDONED: List["Edge"] = []  # dropped edges whose posted receives may still complete
+
+
+def edge_groups(edges: Sequence[Tuple[int, int]], rank: int, timeout_s: float) -> Dict[int, Any]:
+    """A two-rank Gloo group per edge ``(i, j)``; every rank calls this with the same edges in the
+    same order (``dist.new_group`` is collective). Returns this rank's groups by neighbour."""
+    groups: Dict[int, Any] = {}
+    for i, j in edges:
+        group = dist.new_group([i, j], backend="gloo", timeout=timedelta(seconds=timeout_s))
+        if rank in (i, j):
+            groups[j if rank == i else i] = group
+    return groups
+
+
+@dataclass
+class Edge:
+    """This rank's end of one edge: the group, the staging buffers and what is in flight."""
+
+    peer: int
+    group: Any
+    outbox: torch.Tensor
+    inbox: torch.Tensor
+    last: torch.Tensor  # the neighbour's last message that arrived (its initial value before)
+    send: Optional[Any] = None
+    recv: Optional[Any] = None
+    heard: float = field(default_factory=time.monotonic)
+    exchanges: int = 0
+
+
+class EdgeLinks:
+    """Flat messages of ``numel`` elements to and from each neighbour; see the module docstring."""
+
+    def __init__(self, rank: int, groups: Mapping[int, Any], initial: Mapping[int, torch.Tensor], *,
+                 asynchronous: bool, timeout_s: float, drop: bool, stats: CommStats,
+                 names: Optional[Mapping[int, str]] = None):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.rank, self.asynchronous, self.timeout_s, self.drop, self.stats = rank, asynchronous, timeout_s, drop, stats
+        self.names = dict(names or {})
+        self.edges: Dict[int, Edge] = {}
+        peers = sorted(groups)
+        #: Every neighbour's last message, one row each (:meth:`combine` mixes them in one product).
+        self.stack = torch.stack([initial[p].detach().to("cpu").reshape(-1) for p in peers]) if peers else None
+        self.row = {peer: k for k, peer in enumerate(peers)}
+        for peer in peers:
+            last = self.stack[self.row[peer]]
+            self.edges[peer] = Edge(peer, groups[peer], torch.empty_like(last), torch.empty_like(last), last)
+        self.dropped: List[int] = []
+        if asynchronous:
+            for edge in self.edges.values():
+                self._post_recv(edge)
+
+    # ----------------------------------------------------------------------------- queries
+    @property
+    def live(self) -> List[int]:
+        """The neighbours still in E, in rank order."""
+        return list(self.edges)
+
+    def name(self, peer: int) -> str:
+        return f"{self.names[peer]} (rank {peer})" if peer in self.names else f"rank {peer}"
+
+    def last(self, peer: int) -> torch.Tensor:
+        """The last message that arrived from ``peer`` (on the CPU)."""
+        return self.edges[peer].last
+
+    def combine(self, coefficients: Mapping[int, float], part: slice = slice(None)) -> torch.Tensor:
+        """``sum_p coefficients[p] * last(p)[part]`` in one matrix-vector product (on the CPU)."""
+        weights = torch.zeros(len(self.row), dtype=self.stack.dtype)
+        for peer, c in coefficients.items():
+            weights[self.row[peer]] = c
+        return weights @ self.stack[:, part]
+
+    # ----------------------------------------------------------------------------- exchange
+    def exchange(self, messages: Mapping[int, torch.Tensor]) -> Dict[int, torch.Tensor]:
+        """Send ``messages[peer]`` to each listed live neighbour and take its message in return;
+        returns, per live listed neighbour, its message (synchronous: of this exchange;
+        asynchronous: the last one that arrived). Neighbours lost meanwhile are dropped (or raise)."""
+        peers = [p for p in sorted(messages) if p in self.edges]
+        started = time.perf_counter()
+        sent = received = 0
+        for peer in peers:
+            edge = self.edges[peer]
+            if self.asynchronous:
+                received += self._take_arrived(edge)
+                if peer not in self.edges:
+                    continue
+            if edge.send is not None and not self.asynchronous:
+                raise AssertionError("a synchronous send is still in flight")
+            if edge.send is None or self._done(edge, edge.send, "send"):
+                if peer not in self.edges:
+                    continue
+                edge.outbox.copy_(messages[peer].detach().reshape(-1))
+                edge.send = self._post(edge, "send")
+                sent += edge.outbox.numel() * edge.outbox.element_size()
+            if not self.asynchronous and peer in self.edges:
+                self._post_recv(edge)
+        if not self.asynchronous:
+            for peer in peers:
+                if peer in self.edges:
+                    received += self._wait(self.edges[peer])
+        self.stats.add(sent, received, time.perf_counter() - started)
+        return {p: self.edges[p].last for p in peers if p in self.edges}
+
+    def check_silence(self) -> None:
+        """Asynchronous mode: drop (or raise for) a neighbour silent for longer than the timeout."""
+        now = time.monotonic()
+        for edge in list(self.edges.values()):
+            if edge.recv is not None and now - edge.heard > self.timeout_s and not edge.recv.is_completed():
+                self._lost(edge, f"sent nothing for {now - edge.heard:.1f} s")
+
+    # ----------------------------------------------------------------------------- internals
+    def _post(self, edge: Edge, kind: str) -> Optional[Any]:
+        try:
+            if kind == "send":
+                return dist.isend(edge.outbox, dst=edge.peer, group=edge.group)
+            return dist.irecv(edge.inbox, src=edge.peer, group=edge.group)
+        except RuntimeError as exc:
+            self._lost(edge, first_line(exc))
+            return None
+
+    def _post_recv(self, edge: Edge) -> None:
+        edge.recv = self._post(edge, "recv")
+
+    def _done(self, edge: Edge, work: Any, kind: str) -> bool:
+        """Whether ``work`` finished; a failed one loses the edge (and counts as not done)."""
+        if not work.is_completed():
+            return False
+        try:
+            work.wait()
+        except RuntimeError as exc:
+            self._lost(edge, first_line(exc))
+            return False
+        if kind == "send":
+            edge.send = None
+        return True
+
+    def _take_arrived(self, edge: Edge) -> int:
+        """Asynchronous mode: if the neighbour's message arrived, keep it and post the next receive."""
+        if edge.recv is None or not self._done(edge, edge.recv, "recv"):
+            return 0
+        edge.last.copy_(edge.inbox)
+        edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
+        self._post_recv(edge)
+        return edge.inbox.numel() * edge.inbox.element_size()
+
+    def _wait(self, edge: Edge) -> int:
+        """Synchronous mode: wait for this exchange's send and receive on ``edge``."""
+        deadline = time.monotonic() + self.timeout_s
+        for kind in ("send", "recv"):
+            work = getattr(edge, kind)
+            if work is None:
+                return 0  # lost while posting
+            try:
+                work.wait(timeout=timedelta(seconds=max(deadline - time.monotonic(), 0.001)))
+            except RuntimeError as exc:
+                self._lost(edge, first_line(exc))
+                return 0
+            setattr(edge, kind, None)
+        edge.last.copy_(edge.inbox)
+        edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
+        return edge.inbox.numel() * edge.inbox.element_size()
+
+    def _lost(self, edge: Edge, reason: str) -> None:
+        if edge.peer not in self.edges:
+            return
+        what = (f"rank {self.rank}: neighbour {self.name(edge.peer)} did not answer within "
+                f"{self.timeout_s:g} s ({reason})")
+        if not self.drop:
+            raise PeerError(f"{what}: it died or stopped answering")
+        del self.edges[edge.peer]
+        _ABANDONED.append(edge)  # works still posted may write its buffers: keep them alive
+        self.dropped.append(edge.peer)
+        log.warning("%s: dropped from the neighbours for good; %d left", what, len(self.edges))
+
+    def state(self) -> Dict[str, Any]:
+        return {"dropped": list(self.dropped),
+                "last": {p: e.last.clone() for p, e in self.edges.items()}}
