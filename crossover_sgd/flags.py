@@ -43,8 +43,9 @@ def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
     for title, specs in option_groups():
         g = parser.add_argument_group(f"options of {title}")
         for spec in specs:
+            switch = {"nargs": "?", "const": True} if spec.type is bool else {}  # --async_step alone: True
             _add(g, f"--{spec.name.replace('_', '-')}", *spec.aliases, dest=spec.name, type=_TYPES[spec.type],
-                 default=spec.default, metavar=spec.metavar, help=spec.help)
+                 default=spec.default, metavar=spec.metavar, help=spec.help, **switch)
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:

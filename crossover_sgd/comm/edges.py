@@ -23,18 +23,30 @@ Two modes:
   last message that arrived (or keeps the previous one) and sends only if the previous send has
   left. Nobody waits for a slow neighbour.
 
-A neighbour that does not answer within ``timeout_s`` (a closed connection, at once) is
-*dropped* when ``drop`` is set, for good: it is no longer sent to nor waited for. Without
-``drop`` the exchange raises :class:`~crossover_sgd.errors.PeerError` naming it.
+A neighbour is *lost* when its connection closes (at once), or when it has been silent for
+``timeout_s`` seconds *and* its heartbeat (``liveness``: seconds since the neighbour's heartbeat
+last advanced, from the rendezvous store) is as old: a neighbour that is alive but itself waiting
+for a lost node is waited for (otherwise one frozen node would make its neighbours drop each
+other in a cascade). Without a heartbeat (the store's host is the lost node) silence alone
+decides; and no synchronous wait exceeds ``3 * timeout_s``. Gloo's point-to-point requests
+report completion only from ``wait()`` (``is_completed()`` stays False until then), and a
+``wait(timeout)`` that expires closes the edge's pair even if the neighbour is alive; so each
+edge has two waiter threads (sends, receives) that call ``wait()`` without a deadline and set an
+event, and the exchange watches the events while it checks on the neighbour.
+
+A lost neighbour is *dropped* when ``drop`` is set, for good: it is no longer sent to nor waited
+for. Without ``drop`` the exchange raises :class:`LostNeighbour` naming it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -43,10 +55,29 @@ from crossover_sgd.comm.failure import first_line
 from crossover_sgd.comm.stats import CommStats
 from crossover_sgd.errors import PeerError
 
-__all__ = ["Edge", "EdgeLinks", "edge_groups"]
+__all__ = ["Edge", "EdgeLinks", "LostNeighbour", "edge_groups"]
 
 log = logging.getLogger(__name__)
 _ABANDONED: List["Edge"] = []  # dropped edges whose posted receives may still complete
+
+
+def _short(reason: str) -> str:
+    """Gloo's long messages in a few words."""
+    lower = reason.lower()
+    for words, short in (("connection closed", "its connection closed (it died)"),
+                         ("connection reset", "its connection was reset (it died)"),
+                         ("timed out", "it did not answer in time")):
+        if words in lower:
+            return short
+    return first_line(RuntimeError(reason), 120)
+
+
+class LostNeighbour(PeerError):
+    """A neighbour died or stopped answering (and lost neighbours are not dropped)."""
+
+    def __init__(self, peer: int, message: str):
+        super().__init__(message)
+        self.peer = peer
 
 
 def edge_groups(edges: Sequence[Tuple[int, int]], rank: int, timeout_s: float) -> Dict[int, Any]:
@@ -54,10 +85,40 @@ def edge_groups(edges: Sequence[Tuple[int, int]], rank: int, timeout_s: float) -
     same order (``dist.new_group`` is collective). Returns this rank's groups by neighbour."""
     groups: Dict[int, Any] = {}
     for i, j in edges:
-        group = dist.new_group([i, j], backend="gloo", timeout=timedelta(seconds=timeout_s))
+        group = dist.new_group([i, j], backend="gloo", timeout=timedelta(seconds=timeout_s))  # not a deadline
         if rank in (i, j):
             groups[j if rank == i else i] = group
     return groups
+
+
+class Completion:
+    """The end of one posted request, set by the edge's waiter thread."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
+class _Waiter:
+    """A daemon thread that waits for one edge's requests of one kind, in posting order."""
+
+    def __init__(self, name: str):
+        self.queue: "queue.SimpleQueue" = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            work, done = self.queue.get()
+            try:
+                work.wait()
+            except BaseException as exc:  # the neighbour's connection closed (or a timeout)
+                done.error = exc
+            done.event.set()
+
+    def watch(self, work: Any) -> Completion:
+        done = Completion()
+        self.queue.put((work, done))
+        return done
 
 
 @dataclass
@@ -69,8 +130,9 @@ class Edge:
     outbox: torch.Tensor
     inbox: torch.Tensor
     last: torch.Tensor  # the neighbour's last message that arrived (its initial value before)
-    send: Optional[Any] = None
-    recv: Optional[Any] = None
+    send: Optional[Completion] = None
+    recv: Optional[Completion] = None
+    waiters: Dict[str, _Waiter] = field(default_factory=dict)
     heard: float = field(default_factory=time.monotonic)
     exchanges: int = 0
 
@@ -80,11 +142,13 @@ class EdgeLinks:
 
     def __init__(self, rank: int, groups: Mapping[int, Any], initial: Mapping[int, torch.Tensor], *,
                  asynchronous: bool, timeout_s: float, drop: bool, stats: CommStats,
-                 names: Optional[Mapping[int, str]] = None):
+                 names: Optional[Mapping[int, str]] = None,
+                 liveness: Optional[Callable[[int], Optional[float]]] = None):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.rank, self.asynchronous, self.timeout_s, self.drop, self.stats = rank, asynchronous, timeout_s, drop, stats
         self.names = dict(names or {})
+        self.liveness = liveness
         self.edges: Dict[int, Edge] = {}
         peers = sorted(groups)
         #: Every neighbour's last message, one row each (:meth:`combine` mixes them in one product).
@@ -94,6 +158,7 @@ class EdgeLinks:
             last = self.stack[self.row[peer]]
             self.edges[peer] = Edge(peer, groups[peer], torch.empty_like(last), torch.empty_like(last), last)
         self.dropped: List[int] = []
+        self.dropped_at: Dict[int, float] = {}  # peer -> when it was dropped (seconds since the epoch)
         if asynchronous:
             for edge in self.edges.values():
                 self._post_recv(edge)
@@ -150,33 +215,47 @@ class EdgeLinks:
         return {p: self.edges[p].last for p in peers if p in self.edges}
 
     def check_silence(self) -> None:
-        """Asynchronous mode: drop (or raise for) a neighbour silent for longer than the timeout."""
-        now = time.monotonic()
+        """Asynchronous mode: drop (or raise for) a silent neighbour without a heartbeat."""
         for edge in list(self.edges.values()):
-            if edge.recv is not None and now - edge.heard > self.timeout_s and not edge.recv.is_completed():
-                self._lost(edge, f"sent nothing for {now - edge.heard:.1f} s")
+            if edge.recv is not None and not edge.recv.event.is_set():
+                self._check_alive(edge, edge.heard, bounded=False)
+
+    def _check_alive(self, edge: Edge, since: float, bounded: bool = True) -> None:
+        """Lose ``edge`` if its neighbour has been silent since ``since`` (monotonic) for longer
+        than the timeout and has no heartbeat either (or, ``bounded``, for 3 timeouts anyway)."""
+        silent = time.monotonic() - since
+        stale = self.liveness(edge.peer) if self.liveness is not None else None  # read on: a baseline
+        if silent <= self.timeout_s:
+            return
+        if stale is None or stale > self.timeout_s:
+            why = "no heartbeat" if stale is not None else "no heartbeat to tell"
+            self._lost(edge, f"silent for {silent:.1f} s, {why}")
+        elif bounded and silent > 3 * self.timeout_s:
+            self._lost(edge, f"silent for {silent:.1f} s although alive")
 
     # ----------------------------------------------------------------------------- internals
-    def _post(self, edge: Edge, kind: str) -> Optional[Any]:
+    def _post(self, edge: Edge, kind: str) -> Optional[Completion]:
         try:
             if kind == "send":
-                return dist.isend(edge.outbox, dst=edge.peer, group=edge.group)
-            return dist.irecv(edge.inbox, src=edge.peer, group=edge.group)
+                work = dist.isend(edge.outbox, dst=edge.peer, group=edge.group)
+            else:
+                work = dist.irecv(edge.inbox, src=edge.peer, group=edge.group)
         except RuntimeError as exc:
             self._lost(edge, first_line(exc))
             return None
+        if kind not in edge.waiters:
+            edge.waiters[kind] = _Waiter(f"crossover-sgd-edge-{edge.peer}-{kind}")
+        return edge.waiters[kind].watch(work)
 
     def _post_recv(self, edge: Edge) -> None:
         edge.recv = self._post(edge, "recv")
 
-    def _done(self, edge: Edge, work: Any, kind: str) -> bool:
+    def _done(self, edge: Edge, work: Completion, kind: str) -> bool:
         """Whether ``work`` finished; a failed one loses the edge (and counts as not done)."""
-        if not work.is_completed():
+        if not work.event.is_set():
             return False
-        try:
-            work.wait()
-        except RuntimeError as exc:
-            self._lost(edge, first_line(exc))
+        if work.error is not None:
+            self._lost(edge, first_line(work.error))
             return False
         if kind == "send":
             edge.send = None
@@ -192,16 +271,19 @@ class EdgeLinks:
         return edge.inbox.numel() * edge.inbox.element_size()
 
     def _wait(self, edge: Edge) -> int:
-        """Synchronous mode: wait for this exchange's send and receive on ``edge``."""
-        deadline = time.monotonic() + self.timeout_s
+        """Synchronous mode: wait for this exchange's send and receive on ``edge`` (polling, so
+        that the neighbour's heartbeat decides; see the module docstring)."""
+        started = time.monotonic()
         for kind in ("send", "recv"):
             work = getattr(edge, kind)
             if work is None:
                 return 0  # lost while posting
-            try:
-                work.wait(timeout=timedelta(seconds=max(deadline - time.monotonic(), 0.001)))
-            except RuntimeError as exc:
-                self._lost(edge, first_line(exc))
+            while not work.event.wait(0.05):
+                self._check_alive(edge, started)
+                if edge.peer not in self.edges:
+                    return 0
+            if work.error is not None:
+                self._lost(edge, first_line(work.error))
                 return 0
             setattr(edge, kind, None)
         edge.last.copy_(edge.inbox)
@@ -211,14 +293,14 @@ class EdgeLinks:
     def _lost(self, edge: Edge, reason: str) -> None:
         if edge.peer not in self.edges:
             return
-        what = (f"rank {self.rank}: neighbour {self.name(edge.peer)} did not answer within "
-                f"{self.timeout_s:g} s ({reason})")
+        what = f"lost neighbour {self.name(edge.peer)}: {_short(reason)}"
         if not self.drop:
-            raise PeerError(f"{what}: it died or stopped answering")
+            raise LostNeighbour(edge.peer, what)
         del self.edges[edge.peer]
         _ABANDONED.append(edge)  # works still posted may write its buffers: keep them alive
         self.dropped.append(edge.peer)
-        log.warning("%s: dropped from the neighbours for good; %d left", what, len(self.edges))
+        self.dropped_at[edge.peer] = time.time()
+        log.warning("rank %d: %s: dropped from the neighbours for good; %d left", self.rank, what, len(self.edges))
 
     def state(self) -> Dict[str, Any]:
         return {"dropped": list(self.dropped),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch.distributed as dist
 
@@ -48,6 +48,9 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crossover-sgd-heartbeat", daemon=True)
         self.lost: List[int] = []  # set by diagnose(): the ranks found without a heartbeat
+        self._seen: Dict[int, Tuple[int, float]] = {}  # rank -> (counter, when it was first read so)
+        self._read_at: Dict[int, float] = {}
+        self._unreachable = False
 
     def start(self) -> "Heartbeat":
         self._beat_store.add(_PREFIX + str(self.rank), 1)
@@ -70,6 +73,28 @@ class Heartbeat:
                 self._beat_store.add(_PREFIX + str(self.rank), 1)
             except Exception:  # the store host (rank 0) is gone; diagnose() reports it
                 return
+
+    @property
+    def reachable(self) -> bool:
+        """False once a read of the store failed (its host is gone)."""
+        return not self._unreachable
+
+    def staleness(self, rank: int) -> Optional[float]:
+        """Seconds since ``rank``'s counter was last seen to advance (read at most once per
+        interval); None when the store no longer answers (its host is lost or frozen)."""
+        now = time.monotonic()
+        if self._unreachable:
+            return None
+        if now - self._read_at.get(rank, -1e9) >= self.interval:
+            self._read_at[rank] = now
+            try:
+                value = self._store.add(_PREFIX + str(rank), 0)
+            except Exception:
+                self._unreachable = True
+                return None
+            if self._seen.get(rank, (None, 0.0))[0] != value:
+                self._seen[rank] = (value, now)
+        return now - self._seen[rank][1]
 
     def _counters(self) -> List[int]:
         return [self._store.add(_PREFIX + str(r), 0) for r in range(self.world_size)]

@@ -133,7 +133,8 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     """Everything after the process group exists: outputs, this rank's role, the summary."""
     chosen = [str(config.out) if config.out is not None else str(default_out_dir(config))]
     dist.broadcast_object_list(chosen, src=0)
-    out = Path(chosen[0])
+    own = config.out is not None and not ALGORITHMS[config.algorithm].group_collectives
+    out = Path(config.out if own else chosen[0])  # nodes started by hand may each name their own directory
     algorithm = build_algorithm(ctx, config)
     trainer = Trainer(config, ctx, data, algorithm, out) if ctx.role == TRAINER else None  # may refuse input
     run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)

@@ -4,6 +4,7 @@ preemption, the summary) run over the training group (:class:`TrainingGroup`), n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -59,8 +60,11 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         chunk = config.batch_size * config.local_itr
         train, self.local_val = data.train, None
-        if config.partition != "shard":  # each trainer a node with its own part of the data (its split)
-            split = node_split(dataset_labels(data.train), ctx.train_rank, ctx.train_size, config)
+        nodes_own_data = algorithm.node_label() is not None  # peer-to-peer nodes: "shard" means a fixed iid part
+        if config.partition != "shard" or nodes_own_data:  # each trainer a node with its own part of the data
+            part_config = dataclasses.replace(config, partition="iid") if config.partition == "shard" else config
+            split = node_split(dataset_labels(data.train), ctx.train_rank, ctx.train_size, part_config,
+                               num_classes=data.num_classes)
             train = Subset(data.train, split.train.tolist())
             self.local_val = Subset(data.train, split.val.tolist()) if len(split.val) else None
             self.sampler = ShardSampler(len(train), 0, 1, seed=config.seed + 7_919 * (ctx.train_rank + 1), chunk=chunk)

@@ -23,20 +23,21 @@ def example():
 def test_one_registry_line_gives_the_flag_its_check_and_the_warning(example, monkeypatch):
     from crossover_sgd import cli
 
-    dsgd = example["DSGD"]
-    monkeypatch.setattr(registry, "REGISTERED", registry.REGISTERED + (dsgd,))
-    monkeypatch.setitem(registry.ALGORITHMS, "dsgd", dsgd)
+    toy = example["NeighbourAverage"]
+    monkeypatch.setattr(registry, "REGISTERED", registry.REGISTERED + (toy,))
+    monkeypatch.setitem(registry.ALGORITHMS, "neighbour-average", toy)
     parser = cli.build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     groups = {g.title: [o for a in g._group_actions for o in a.option_strings] for g in sub.choices["train"]._action_groups}
-    assert groups["options of dsgd"] == ["--graph"]
-    config = cli.config_from_args(parser.parse_args(["train", "--algorithm", "dsgd", "--graph", "complete"]))
-    assert config.validate().graph == "complete"
-    with pytest.raises(Exception, match="--graph 'star' is unknown: choose one of ring, complete"):
-        cli.config_from_args(parser.parse_args(["train", "--algorithm", "dsgd", "--graph", "star"])).validate()
-    other = cli.config_from_args(parser.parse_args(["train", "--algorithm", "sgp", "--graph", "complete"]))
+    assert groups["options of neighbour-average"] == ["--neighbourhood"]
+    argv = ["train", "--algorithm", "neighbour-average", "--neighbourhood", "complete"]
+    config = cli.config_from_args(parser.parse_args(argv))
+    assert config.validate().neighbourhood == "complete"
+    with pytest.raises(Exception, match="--neighbourhood 'star' is unknown: choose one of ring, complete"):
+        cli.config_from_args(parser.parse_args(argv[:-1] + ["star"])).validate()
+    other = cli.config_from_args(parser.parse_args(["train", "--algorithm", "sgp", "--neighbourhood", "complete"]))
     assert other.validate().ineffective_options() == [
-        "--graph complete (only dsgd uses it; the algorithm is sgp)"]
+        "--neighbourhood complete (only neighbour-average uses it; the algorithm is sgp)"]
 
 
 @pytest.mark.slow

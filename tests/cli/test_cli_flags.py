@@ -40,6 +40,12 @@ FLAGS_ADDED = {
     "--local-val-fraction", "--local_val_fraction", "--norm", "--group-channels", "--group_channels",
     "--drop-rate", "--drop_rate", "--last-drop-rate", "--last_drop_rate", "--l2-lambda", "--l2_lambda",
     "--step-size", "--step_size", "--gamma",
+    # the peer-to-peer family's options (issue 12; underscored: the original's spellings)
+    "--graph", "--graph-degree", "--graph_degree", "--node-list", "--node_list", "--hosts", "--node-name",
+    "--node_name", "--nodename", "--round", "--async-step", "--async_step", "--swap-timeout", "--swap_timeout",
+    "--sleep-factor", "--sleep_factor", "--slow-nodes", "--slow_nodes", "--piw", "--use-gcoef", "--use_gcoef",
+    "--eta", "--rho", "--rho-init", "--rho_init", "--rho-scaling", "--rho_scaling", "--primal-iterations",
+    "--primal_iterations",
 }
 
 

@@ -1,5 +1,5 @@
 """One rank of tests/algorithms/test_adding_an_algorithm.py: the worked example of docs/design.md
-(D-SGD on a ring), executed as written, takes one round on float64 integer-valued weights.
+(a neighbour average on a ring), executed as written, takes one round on float64 integer-valued weights.
 Writes OUT/rank{R}.pt: the weights before and after the round."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main(out: Path) -> None:
     ctx = init_distributed(info, device=torch.device("cpu"), backend="gloo", timeout_s=60)
     example = design_example(ROOT / "docs" / "design.md")
     model = nn.Linear(3, 2).double()
-    algorithm = example["DSGD"](ctx, TrainConfig())
+    algorithm = example["NeighbourAverage"](ctx, TrainConfig())
     algorithm.prepare(model)  # broadcasts rank 0's weights: give each rank its own afterwards
     with torch.no_grad():
         for i, p in enumerate(model.parameters()):

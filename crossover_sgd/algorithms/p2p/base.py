@@ -21,19 +21,23 @@ A subclass says what it sends (:meth:`P2PAlgorithm.outgoing`), what it does with
 from __future__ import annotations
 
 import logging
+import os
 import time
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.algorithms.options import AlgorithmOptions, option
 from crossover_sgd.comm import FlatParams
-from crossover_sgd.comm.edges import EdgeLinks, edge_groups
-from crossover_sgd.errors import ConfigError
+from crossover_sgd.comm.edges import EdgeLinks, LostNeighbour, edge_groups
+from crossover_sgd.errors import ConfigError, PeerError
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV
+from crossover_sgd.runtime.watchdog import Heartbeat
 from topology import GRAPH_KINDS
 from topology.nodes import NodeGraph, NodeListError, generated_nodes, load_node_list
 
@@ -76,6 +80,32 @@ class P2POptions(AlgorithmOptions):
             if name.strip() and name.strip() not in nodes.names and world_size is not None:
                 raise ConfigError(f"{{slow_nodes}}: {name.strip()!r} is not a node: the nodes are "
                                   f"{', '.join(nodes.names)}")
+
+
+def _heartbeat(ctx, timeout: float) -> Optional[Heartbeat]:
+    """This node's heartbeat in the rendezvous store: whether a silent neighbour is alive. None
+    for a single node or when the store cannot be reached (silence alone then decides)."""
+    if ctx.world_size == 1:
+        return None
+    try:
+        return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
+                         interval=min(0.5, timeout / 4), connect_timeout=ctx.timeout_s,
+                         op_timeout=min(2.0, timeout)).start()
+    except (KeyError, ValueError, RuntimeError) as exc:
+        log.warning("node %d: no heartbeat (a silent neighbour is dropped on silence alone): %s", ctx.rank, exc)
+        return None
+
+
+def _first_lost(name: str) -> str:
+    """Record ``name`` as the first node lost in the run unless one is recorded already (in the
+    rendezvous store); return the recorded one. A node that gives up because its neighbour gave
+    up thus names the node lost first. Without the store (its host is the lost node): ``name``."""
+    try:
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                              timeout=timedelta(seconds=3))
+        return store.compare_set("crossover_sgd/p2p/first_lost", "", name).decode()
+    except (KeyError, ValueError, RuntimeError):
+        return name
 
 
 def _generated_index(nodes: NodeGraph, name: str) -> int:
@@ -131,12 +161,14 @@ class P2PAlgorithm(Algorithm):
         self.grad_regions = self._regions_like(self.params)
         self.step_count = 0
         timeout = opts.swap_timeout if opts.swap_timeout is not None else self.config.timeout
-        groups = edge_groups(self.nodes.graph.edges, self.me, timeout)
+        groups = edge_groups(self.nodes.graph.edges, self.me, timeout_s=86_400.0)  # the links decide losses
         self.init_state()
         initial = {peer: self.initial_message(peer) for peer in self.nodes.neighbours(self.me)}
+        self.heartbeat = _heartbeat(ctx, timeout)
         self.links = EdgeLinks(self.me, groups, initial, asynchronous=opts.async_step, timeout_s=timeout,
                                drop=opts.swap_timeout is not None, stats=self.comm,
-                               names=dict(enumerate(self.nodes.names)))
+                               names=dict(enumerate(self.nodes.names)),
+                               liveness=self.heartbeat.staleness if self.heartbeat is not None else None)
         slow = {n.strip() for n in (opts.slow_nodes or "").split(",") if n.strip()}
         self.sleep_factor = opts.sleep_factor if (not slow or self.name_ in slow) else 0.0
         self._step_started = time.perf_counter()
@@ -200,7 +232,15 @@ class P2PAlgorithm(Algorithm):
             self.links.check_silence()
         due = self.due_peers()
         self.mix(due)
-        fresh = self.links.exchange({p: self.outgoing(p) for p in due}) if due else {}
+        try:
+            fresh = self.links.exchange({p: self.outgoing(p) for p in due}) if due else {}
+        except LostNeighbour as exc:
+            lost = self.nodes.names[exc.peer]
+            first = _first_lost(lost) if self.heartbeat is not None and self.heartbeat.reachable else lost
+            cause = "" if first == lost else f"; the first node lost in this run: {first}"
+            if self.me == 0 and self.heartbeat is not None:  # this process hosts the rendezvous store:
+                time.sleep(min(5.0, self.links.timeout_s))  # keep it up while the others find their cause
+            raise PeerError(f"{exc}{cause}") from exc
         self.absorb(fresh)
         self.flat.unpack()
         self.step_count += 1
@@ -215,6 +255,10 @@ class P2PAlgorithm(Algorithm):
 
     def node_label(self) -> Optional[str]:
         return self.name_
+
+    def finish(self, status: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.close()
 
     @classmethod
     def tolerates_lost_peers(cls, options: P2POptions) -> bool:
@@ -243,7 +287,8 @@ class P2PAlgorithm(Algorithm):
         return {"node": self.name_, "rank": self.me, "neighbours": [self.nodes.names[p] for p in
                                                                      self.nodes.neighbours(self.me)],
                 "live_neighbours": [self.nodes.names[p] for p in self.links.edges],
-                "dropped_neighbours": [self.nodes.names[p] for p in self.links.dropped]}
+                "dropped_neighbours": [self.nodes.names[p] for p in self.links.dropped],
+                "dropped_at": {self.nodes.names[p]: t for p, t in self.links.dropped_at.items()}}
 
     def state_dict(self) -> Dict[str, Any]:
         return {**super().state_dict(), "step_count": self.step_count, "dropped": list(self.links.dropped),
