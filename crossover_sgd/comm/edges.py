@@ -28,7 +28,8 @@ A neighbour is *lost* when its connection closes (at once), or when it has been 
 last advanced, from the rendezvous store) is as old: a neighbour that is alive but itself waiting
 for a lost node is waited for (otherwise one frozen node would make its neighbours drop each
 other in a cascade). Without a heartbeat (the store's host is the lost node) silence alone
-decides; and no synchronous wait exceeds ``3 * timeout_s``. Gloo's point-to-point requests
+decides; and no synchronous wait exceeds ``bound_s`` (the process-group timeout, by default
+``3 * timeout_s``) even for a live neighbour. Gloo's point-to-point requests
 report completion only from ``wait()`` (``is_completed()`` stays False until then), and a
 ``wait(timeout)`` that expires closes the edge's pair even if the neighbour is alive; so each
 edge has two waiter threads (sends, receives) that call ``wait()`` without a deadline and set an
@@ -143,12 +144,16 @@ class EdgeLinks:
     def __init__(self, rank: int, groups: Mapping[int, Any], initial: Mapping[int, torch.Tensor], *,
                  asynchronous: bool, timeout_s: float, drop: bool, stats: CommStats,
                  names: Optional[Mapping[int, str]] = None,
-                 liveness: Optional[Callable[[int], Optional[float]]] = None):
+                 liveness: Optional[Callable[[int], Optional[float]]] = None,
+                 finished: Optional[Callable[[int], bool]] = None, bound_s: Optional[float] = None):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.rank, self.asynchronous, self.timeout_s, self.drop, self.stats = rank, asynchronous, timeout_s, drop, stats
         self.names = dict(names or {})
         self.liveness = liveness
+        self.finished = finished  # whether a neighbour said it ended normally
+        self.bound_s = bound_s if bound_s is not None else 3 * timeout_s
+        self.ended: List[int] = []  # neighbours that ended normally (left E without being lost)
         self.edges: Dict[int, Edge] = {}
         peers = sorted(groups)
         #: Every neighbour's last message, one row each (:meth:`combine` mixes them in one product).
@@ -208,9 +213,7 @@ class EdgeLinks:
             if not self.asynchronous and peer in self.edges:
                 self._post_recv(edge)
         if not self.asynchronous:
-            for peer in peers:
-                if peer in self.edges:
-                    received += self._wait(self.edges[peer])
+            received += self._wait_all([self.edges[p] for p in peers if p in self.edges])
         self.stats.add(sent, received, time.perf_counter() - started)
         return {p: self.edges[p].last for p in peers if p in self.edges}
 
@@ -222,7 +225,7 @@ class EdgeLinks:
 
     def _check_alive(self, edge: Edge, since: float, bounded: bool = True) -> None:
         """Lose ``edge`` if its neighbour has been silent since ``since`` (monotonic) for longer
-        than the timeout and has no heartbeat either (or, ``bounded``, for 3 timeouts anyway)."""
+        than the timeout and has no heartbeat either (or, ``bounded``, for ``bound_s`` anyway)."""
         silent = time.monotonic() - since
         stale = self.liveness(edge.peer) if self.liveness is not None else None  # read on: a baseline
         if silent <= self.timeout_s:
@@ -230,7 +233,7 @@ class EdgeLinks:
         if stale is None or stale > self.timeout_s:
             why = "no heartbeat" if stale is not None else "no heartbeat to tell"
             self._lost(edge, f"silent for {silent:.1f} s, {why}")
-        elif bounded and silent > 3 * self.timeout_s:
+        elif bounded and silent > self.bound_s:
             self._lost(edge, f"silent for {silent:.1f} s although alive")
 
     # ----------------------------------------------------------------------------- internals
@@ -270,28 +273,45 @@ class EdgeLinks:
         self._post_recv(edge)
         return edge.inbox.numel() * edge.inbox.element_size()
 
-    def _wait(self, edge: Edge) -> int:
-        """Synchronous mode: wait for this exchange's send and receive on ``edge`` (polling, so
-        that the neighbour's heartbeat decides; see the module docstring)."""
-        started = time.monotonic()
-        for kind in ("send", "recv"):
-            work = getattr(edge, kind)
-            if work is None:
-                return 0  # lost while posting
-            while not work.event.wait(0.05):
-                self._check_alive(edge, started)
-                if edge.peer not in self.edges:
-                    return 0
-            if work.error is not None:
-                self._lost(edge, first_line(work.error))
-                return 0
-            setattr(edge, kind, None)
-        edge.last.copy_(edge.inbox)
-        edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
-        return edge.inbox.numel() * edge.inbox.element_size()
+    def _wait_all(self, edges: List[Edge]) -> int:
+        """Synchronous mode: wait for this exchange's sends and receives on ``edges``, all at
+        once (a neighbour that dies meanwhile is noticed whichever edge is slow), checking on the
+        silent neighbours; returns the bytes received."""
+        started, received = time.monotonic(), 0
+        pending = list(edges)
+        while pending:
+            for edge in list(pending):
+                works = [edge.send, edge.recv]
+                failed = next((w for w in works if w is None or (w.event.is_set() and w.error is not None)), False)
+                if failed is not False or edge.peer not in self.edges:
+                    self._lost(edge, first_line(failed.error) if failed is not None and failed is not False
+                               else "posting failed")
+                    pending.remove(edge)
+                elif all(w.event.is_set() for w in works):
+                    edge.send = edge.recv = None
+                    edge.last.copy_(edge.inbox)
+                    edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
+                    received += edge.inbox.numel() * edge.inbox.element_size()
+                    pending.remove(edge)
+                else:
+                    self._check_alive(edge, started)
+                    if edge.peer not in self.edges:
+                        pending.remove(edge)
+            if pending:
+                waiting = next((w for w in (pending[0].send, pending[0].recv) if not w.event.is_set()), None)
+                if waiting is not None:  # (it may have completed since the loop looked)
+                    waiting.event.wait(0.02)
+        return received
 
     def _lost(self, edge: Edge, reason: str) -> None:
         if edge.peer not in self.edges:
+            return
+        if self.finished is not None and self.finished(edge.peer):  # it finished training: not a loss
+            del self.edges[edge.peer]
+            _ABANDONED.append(edge)
+            self.ended.append(edge.peer)
+            log.info("rank %d: neighbour %s finished training; %d left", self.rank, self.name(edge.peer),
+                     len(self.edges))
             return
         what = f"lost neighbour {self.name(edge.peer)}: {_short(reason)}"
         if not self.drop:

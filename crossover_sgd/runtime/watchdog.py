@@ -25,6 +25,7 @@ __all__ = ["Heartbeat"]
 
 _PREFIX = "crossover_sgd/hb/"
 _FAILED = "crossover_sgd/failed/"
+_DONE = "crossover_sgd/done/"
 
 
 def _connect(host: str, port: int, connect_timeout: float, op_timeout: float) -> dist.TCPStore:
@@ -73,6 +74,32 @@ class Heartbeat:
                 self._beat_store.add(_PREFIX + str(self.rank), 1)
             except Exception:  # the store host (rank 0) is gone; diagnose() reports it
                 return
+
+    def mark_done(self) -> None:
+        """Tell the others this rank ended normally (a closed connection then is not a loss)."""
+        try:
+            self._store.set(_DONE + str(self.rank), "1")
+        except Exception:
+            self._unreachable = True
+
+    def is_done(self, rank: int) -> bool:
+        """Whether ``rank`` said it ended normally (False when the store does not answer)."""
+        if self._unreachable:
+            return False
+        try:
+            return bool(self._store.check([_DONE + str(rank)]))
+        except Exception:
+            self._unreachable = True
+            return False
+
+    def linger_until_done(self, timeout: float, limit: float) -> None:
+        """The store's host: keep the store up until every other rank is done or has had no
+        heartbeat for ``timeout`` seconds (at most ``limit`` seconds)."""
+        deadline = time.monotonic() + limit
+        waiting = [r for r in range(self.world_size) if r != self.rank]
+        while waiting and time.monotonic() < deadline:
+            waiting = [r for r in waiting if not self.is_done(r) and (self.staleness(r) or 0.0) <= timeout]
+            time.sleep(self.interval)
 
     @property
     def reachable(self) -> bool:

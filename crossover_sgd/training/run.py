@@ -168,6 +168,7 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
            started: float) -> Dict[str, Any]:
     """A trainer's loop, then the run's summary (written by the first trainer)."""
     result = trainer.fit()
+    trained_s = trainer.wall_time()  # before finish(), which may wait for other ranks
     algorithm.finish(result["status"])
     finals = trainer.group.gather_objects(result["final"])
     summary = {
@@ -180,7 +181,7 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
         "final_val_acc": [f["val_acc"] if f else None for f in finals],
         "final_val_loss": [f["val_loss"] if f else None for f in finals],
         "comm": algorithm.comm.as_dict(),
-        "wall_time_s": round(trainer.wall_time(), 3),
+        "wall_time_s": round(trained_s, 3),
         "process_time_s": round(time.perf_counter() - started, 3),
         "torch": torch.__version__,
     }

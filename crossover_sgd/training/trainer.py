@@ -29,7 +29,7 @@ from crossover_sgd.training.models import initial_model, model_dtype
 from crossover_sgd.training.optim import build_optimizer
 from crossover_sgd.training.precision import Precision
 from crossover_sgd.training.outputs import MetricsLog, NodeLog, TensorBoardLog
-from crossover_sgd.training.partition import dataset_labels, node_split
+from crossover_sgd.training.partition import dataset_labels, node_splits
 from crossover_sgd.training.preemption import Preemption
 from crossover_sgd.training.sampler import ShardSampler
 from crossover_sgd.training.schedule import LRSchedule
@@ -63,14 +63,17 @@ class Trainer:
         nodes_own_data = algorithm.node_label() is not None  # peer-to-peer nodes: "shard" means a fixed iid part
         if config.partition != "shard" or nodes_own_data:  # each trainer a node with its own part of the data
             part_config = dataclasses.replace(config, partition="iid") if config.partition == "shard" else config
-            split = node_split(dataset_labels(data.train), ctx.train_rank, ctx.train_size, part_config,
-                               num_classes=data.num_classes)
+            splits = node_splits(dataset_labels(data.train), ctx.train_size, part_config, num_classes=data.num_classes)
+            split = splits[ctx.train_rank]
             train = Subset(data.train, split.train.tolist())
             self.local_val = Subset(data.train, split.val.tolist()) if len(split.val) else None
             self.sampler = ShardSampler(len(train), 0, 1, seed=config.seed + 7_919 * (ctx.train_rank + 1), chunk=chunk)
         else:
             self.sampler = ShardSampler(len(train), ctx.train_rank, ctx.train_size, seed=config.seed, chunk=chunk)
         self.steps_per_epoch = self.sampler.per_rank // chunk
+        if config.partition != "shard" or nodes_own_data:  # every node the same number of steps (the
+            # smallest part's): nodes that exchange at slots of their step count must end together
+            self.steps_per_epoch = min(len(s.train) for s in splits) // chunk
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"{{batch_size}} {config.batch_size} x {{local_itr}} {config.local_itr} x {ctx.train_size} ranks "

@@ -61,6 +61,7 @@ def run_variant(ctx, out: Path, name: str, spec: dict) -> None:
         if hasattr(algorithm, "alpha"):  # CADMM's dual
             state.setdefault("alpha", []).append(algorithm.alpha.clone())
     algorithm.flush()
+    algorithm.finish("finished")  # as the training loop does: ends this variant's heartbeat
     (out / name).mkdir(parents=True, exist_ok=True)
     torch.save(state, out / name / f"rank{ctx.rank}.pt")
 

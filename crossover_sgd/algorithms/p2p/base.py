@@ -168,7 +168,9 @@ class P2PAlgorithm(Algorithm):
         self.links = EdgeLinks(self.me, groups, initial, asynchronous=opts.async_step, timeout_s=timeout,
                                drop=opts.swap_timeout is not None, stats=self.comm,
                                names=dict(enumerate(self.nodes.names)),
-                               liveness=self.heartbeat.staleness if self.heartbeat is not None else None)
+                               liveness=self.heartbeat.staleness if self.heartbeat is not None else None,
+                               finished=self.heartbeat.is_done if self.heartbeat is not None else None,
+                               bound_s=max(self.config.timeout, 3 * timeout))
         slow = {n.strip() for n in (opts.slow_nodes or "").split(",") if n.strip()}
         self.sleep_factor = opts.sleep_factor if (not slow or self.name_ in slow) else 0.0
         self._step_started = time.perf_counter()
@@ -257,7 +259,12 @@ class P2PAlgorithm(Algorithm):
         return self.name_
 
     def finish(self, status: str) -> None:
+        """Say this node is done (its neighbours then take its closed connection for an end, not a
+        loss); the store's host waits for the others to be done or lost before it goes."""
         if self.heartbeat is not None:
+            self.heartbeat.mark_done()
+            if self.me == 0:
+                self.heartbeat.linger_until_done(self.links.timeout_s, limit=max(600.0, 10 * self.links.timeout_s))
             self.heartbeat.close()
 
     @classmethod
