@@ -6,8 +6,15 @@ by its directory name (with as many parent folders as it takes to tell runs apar
 the mean over ranks, with a band from the lowest to the highest rank. Read from each run's
 ``metrics_rank{R}.csv`` (and ``config.json`` for the label).
 
+A run whose nodes hold their own data (the peer-to-peer family, or ``--partition`` other than
+``shard``) also has per-node CSVs, ``nodes/<node>.csv``: for such a run one more figure,
+``nodes.png`` (``nodes_<run>.png`` when several runs are drawn), shows per node, one line each,
+the test accuracy (the shared validation set), the validation accuracy (the node's own held-out
+data), the training loss and the live neighbours over the epochs, with a marker wherever a node's
+live neighbours fell (a neighbour lost or done) and the count of neighbours dropped.
+
 Matplotlib is an optional extra (``pip install 'crossover-sgd[plot]'``) and is imported only when
-a figure is drawn; a missing matplotlib or a directory without metrics is one clear error line.
+a figure is drawn; a missing matplotlib, a directory without metrics or an unreadable CSV is one clear error line.
 Also used by :mod:`crossover_sgd.experiments` for its figures.
 """
 
@@ -17,20 +24,23 @@ import argparse
 import csv
 import json
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["RunMetrics", "Quantity", "QUANTITIES", "load_run", "plot_runs", "distinct_names", "pyplot",
-           "add_subparser", "configure", "run", "main"]
+__all__ = ["RunMetrics", "Quantity", "QUANTITIES", "NODE_PANELS", "load_run", "plot_runs", "plot_nodes",
+           "neighbour_losses", "distinct_names", "pyplot", "add_subparser", "configure", "run", "main"]
 
 log = logging.getLogger(__name__)
 
 PLOT_EXTRA_HINT = "pip install 'crossover-sgd[plot]' (or pip install matplotlib)"
 DESCRIPTION = ("Draw the training curves of one or several runs (their --out directories) into PNG files: "
-               "one figure per quantity, one line per run (mean over ranks, band: lowest to highest rank).")
+               "one figure per quantity, one line per run (mean over ranks, band: lowest to highest rank); "
+               "for a run with per-node CSVs (nodes/*.csv) also one figure of its nodes, one line per node.")
 
 
 def pyplot():
@@ -65,6 +75,8 @@ class RunMetrics:
     world_size: int
     ranks: List[Dict[str, List[float]]] = field(default_factory=list)
     name: str = ""  # how the run is called in legends (default: its directory name)
+    #: Per node (``nodes/<node>.csv``, in node order): a column name -> values per evaluation.
+    nodes: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -88,16 +100,32 @@ class RunMetrics:
         return ([sum(v) / len(v) for v in per_eval], [min(v) for v in per_eval], [max(v) for v in per_eval])
 
 
-def _read_csv(path: Path) -> Dict[str, List[float]]:
+def _read_csv(path: Path, required: str = "") -> Dict[str, List[float]]:
+    """A metrics CSV as columns (a value that is not a number: NaN); a ConfigError naming the
+    file if it cannot be read as a CSV, or lacks the column ``required`` (an empty file: no rows)."""
     columns: Dict[str, List[float]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                try:
-                    columns.setdefault(key, []).append(float(value))
-                except (TypeError, ValueError):
-                    columns.setdefault(key, []).append(float("nan"))
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if required and reader.fieldnames is not None and required not in reader.fieldnames:
+                raise ConfigError(f"{path} is not a metrics CSV: it has no {required!r} column")
+            for row in reader:
+                for key, value in row.items():
+                    if key is None:  # more cells than the header names
+                        continue
+                    try:
+                        columns.setdefault(key, []).append(float(value))
+                    except (TypeError, ValueError):
+                        columns.setdefault(key, []).append(float("nan"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise ConfigError(f"{path} cannot be read as a CSV: {reason}") from None
     return columns
+
+
+def _node_key(path: Path) -> Tuple[Any, ...]:
+    """Natural order of node names (node2 before node10)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem))
 
 
 def load_run(path: Path) -> RunMetrics:
@@ -106,22 +134,30 @@ def load_run(path: Path) -> RunMetrics:
     if not path.is_dir():
         raise ConfigError(f"{path} is not a directory (expected a run's --out directory)")
     files = sorted(path.glob("metrics_rank*.csv"), key=lambda p: int(p.stem[len("metrics_rank"):] or 0))
-    ranks = [_read_csv(f) for f in files]
+    ranks = [_read_csv(f) for f in files if f.is_file()]
     ranks = [r for r in ranks if r.get("epoch")]
-    if not ranks:
-        raise ConfigError(f"{path} holds no metrics (no metrics_rank*.csv with an evaluation): "
+    node_files = sorted((f for f in (path / "nodes").glob("*.csv") if f.is_file()), key=_node_key)
+    nodes = {f.stem: _read_csv(f, required="epoch") for f in node_files}
+    if not ranks and not any(n.get("epoch") for n in nodes.values()):
+        raise ConfigError(f"{path} holds no metrics (no metrics_rank*.csv or nodes/*.csv with an evaluation): "
                           "not a run directory, or the run has not finished its first epoch")
-    algorithm, world = "?", len(ranks)
-    for name in ("config.json", "summary.json"):
+    algorithm, world = "?", len(ranks) or len(nodes)
+    # a directory of nodes alone (copied from the nodes' machines): a node's summary has the config
+    summaries = [Path("nodes") / f"{node}.json" for node in nodes]
+    for name in ("config.json", "summary.json", *summaries):
         try:
             data = json.loads((path / name).read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(data, dict):
+            continue
         config = data.get("config", data)
+        if not isinstance(config, dict):
+            continue
         algorithm = str(config.get("algorithm", algorithm))
         world = int(data.get("world_size") or config.get("nproc") or world)
         break
-    return RunMetrics(path, algorithm, world, ranks)
+    return RunMetrics(path, algorithm, world, ranks, nodes=nodes)
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -152,18 +188,22 @@ QUANTITIES: Tuple[Quantity, ...] = (
 
 def plot_runs(paths: Sequence[Path], out: Path, quantities: Sequence[Quantity] = QUANTITIES,
               dpi: int = 120) -> List[Path]:
-    """Draw every quantity for the runs in ``paths`` into ``out/<quantity>.png``; return the files."""
+    """Draw every quantity for the runs in ``paths`` into ``out/<quantity>.png``, and the nodes of
+    each run with per-node CSVs into ``out/nodes.png`` (several runs: ``out/nodes_<run>.png``);
+    return the files."""
     runs = [load_run(Path(p)) for p in paths]
     for run, name in zip(runs, distinct_names([r.path for r in runs])):
         run.name = name
     plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for quantity in quantities:
+    ranked = [run for run in runs if run.ranks]  # (a directory may hold only its nodes' CSVs)
+    for quantity in quantities if ranked else ():
         fig, ax = plt.subplots(figsize=(7.5, 4.6))
         notes: List[str] = []
         for index, run in enumerate(runs):
-            _draw_run(ax, run, quantity, f"C{index % 10}", notes)
+            if run.ranks:
+                _draw_run(ax, run, quantity, f"C{index % 10}", notes)
         ax.set_title(quantity.title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity.ylabel, fontsize=8)
@@ -175,7 +215,110 @@ def plot_runs(paths: Sequence[Path], out: Path, quantities: Sequence[Quantity] =
         if notes:
             ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="bottom", color="0.35")
         written.append(save_figure(fig, out / f"{quantity.name}.png", dpi))
+    with_nodes = [run for run in runs if run.nodes]
+    taken: set = set()
+    for run in with_nodes:
+        name = "nodes" if len(runs) == 1 else f"nodes_{_file_part(run.name or run.path.name)}"
+        while name in taken:  # two names that differ only in characters a file name avoids
+            name += "_"
+        taken.add(name)
+        written.append(plot_nodes(run, out / f"{name}.png", dpi))
     return written
+
+
+#: The panels of the per-node figure: (column of nodes/<node>.csv, title, y label, percent, log y).
+NODE_PANELS: Tuple[Tuple[str, str, str, bool, bool], ...] = (
+    ("test_acc", "Test accuracy (the shared validation set)", "top-1 accuracy (%)", True, False),
+    ("val_acc", "Validation accuracy (the node's own held-out data)", "top-1 accuracy (%)", True, False),
+    ("train_loss", "Training loss (mean over the epoch's steps)", "training loss (nats)", False, True),
+    ("live_neighbours", "Live neighbours (X: fewer than at the evaluation before)", "neighbours", False, False),
+)
+
+
+def neighbour_losses(columns: Dict[str, List[float]]) -> List[Tuple[int, int]]:
+    """The evaluations (row index) at which a node had fewer live neighbours than at the one before,
+    or more dropped neighbours (from 0 before the first), with the count of neighbours it dropped
+    since the evaluation before (0: a neighbour that finished, not a loss)."""
+    live = columns.get("live_neighbours", [])
+    dropped = columns.get("dropped_neighbours", [])
+    events = []
+    last_live, last_dropped = math.nan, 0.0
+    for i in range(len(columns.get("epoch", []))):
+        now_live = live[i] if i < len(live) else math.nan
+        now_dropped = dropped[i] if i < len(dropped) else math.nan
+        fewer = math.isfinite(now_live) and math.isfinite(last_live) and now_live < last_live
+        lost = int(now_dropped - last_dropped) if math.isfinite(now_dropped) and now_dropped > last_dropped else 0
+        if fewer or lost:
+            events.append((i, lost))
+        if math.isfinite(now_live):
+            last_live = now_live
+        if math.isfinite(now_dropped):
+            last_dropped = now_dropped
+    return events
+
+
+def plot_nodes(run: RunMetrics, path: Path, dpi: int = 120) -> Path:
+    """One figure of ``run``'s per-node CSVs (:data:`NODE_PANELS`): one line per node, a marker
+    where its live neighbours fell; written to ``path``."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 7.6), sharex=True)
+    count = len(run.nodes)
+    never = [node for node, columns in run.nodes.items() if not columns.get("epoch")]
+    events = 0
+    for ax, (column, title, ylabel, percent, log_y) in zip(axes.flat, NODE_PANELS):
+        scale = 100.0 if percent else 1.0
+        neighbours = column == "live_neighbours"
+        drawn = False
+        for index, (node, columns) in enumerate(run.nodes.items()):
+            epochs = columns.get("epoch", [])
+            # the neighbour counts of several nodes are often equal: each node's line is shifted a little
+            shift = 0.12 * (index - (count - 1) / 2) / max(1, count - 1) * 2 if neighbours and count > 1 else 0.0
+            values = [v * scale + shift for v in columns.get(column, [])][: len(epochs)]
+            if not any(math.isfinite(v) for v in values):
+                continue
+            drawn = True
+            color = f"C{index % 10}"
+            ax.plot(epochs[: len(values)], values, color=color, marker="o", ms=2.5, lw=1.3, label=node,
+                    drawstyle="steps-post" if neighbours else "default")
+            for i, lost in neighbour_losses(columns):
+                if i < len(values) and math.isfinite(values[i]):
+                    events += 1
+                    ax.plot([epochs[i]], [values[i]], ls="none", marker="X", ms=9, mfc=color, mec="black", mew=0.8,
+                            zorder=5)
+                    if neighbours and lost:
+                        ax.annotate(f"-{lost}", (epochs[i], values[i]), textcoords="offset points", xytext=(5, 3),
+                                    fontsize=7, color="black")
+        ax.set_title(title + ("; lines shifted apart" if neighbours and count > 1 else ""), fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        if neighbours:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_y and drawn and _positive_data(ax):
+            ax.set_yscale("log")
+        if not drawn:
+            ax.text(0.5, 0.5, f"no {column} values in nodes/*.csv", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=8, color="0.35")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    handles = [Line2D([], [], color=f"C{i % 10}", marker="o", ms=2.5, lw=1.3, label=node)
+               for i, node in enumerate(run.nodes) if node not in never]
+    if events:
+        handles.append(Line2D([], [], ls="none", marker="X", ms=9, mfc="0.7", mec="black", mew=0.8,
+                              label="live neighbours fell: a neighbour lost (-k: k dropped) or done"))
+    if handles:
+        axes.flat[0].legend(handles=handles, fontsize=7, loc="best", ncol=max(1, math.ceil(len(handles) / 10)))
+    if never:
+        fig.text(0.01, 0.005, f"no evaluation written by: {', '.join(never)}", fontsize=7, color="0.35")
+    fig.suptitle(f"{run.label}: per node ({count} node{'s' if count != 1 else ''}, nodes/*.csv)", fontsize=10)
+    return save_figure(fig, path, dpi)
+
+
+def _file_part(name: str) -> str:
+    """``name`` with what a file name should not hold replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
 
 
 def distinct_names(paths: Sequence[Path]) -> List[str]:

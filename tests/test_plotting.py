@@ -1,8 +1,10 @@
 """``crossover-sgd plot``: training curves from real run directories into non-empty PNG files;
-one-line errors for a directory without metrics and for a missing matplotlib."""
+the per-node figure of a run with nodes/*.csv (hand-written runs); one-line errors for a
+directory without metrics, an unreadable node CSV and a missing matplotlib."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -69,3 +71,105 @@ def test_runs_with_the_same_directory_name_get_distinct_labels(tmp_path):
 
     assert distinct_names([tmp_path / "sgp" / "n8", tmp_path / "crossover" / "n8"]) == ["sgp/n8", "crossover/n8"]
     assert distinct_names([tmp_path / "a", tmp_path / "b"]) == ["a", "b"]
+
+
+# ------------------------------------------------------------------------------------------ per-node CSVs
+def write_csv(path, columns, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(columns)] + [",".join(str(row.get(c, "nan")) for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def node_rows(offset: float, live: list, dropped: list) -> list:
+    return [{"epoch": e + 1, "train_loss": 2.0 / (e + 1) + offset, "val_loss": 2.1 / (e + 1),
+             "test_loss": 2.2 / (e + 1), "train_acc": 0.3 + 0.1 * e, "val_acc": 0.25 + 0.1 * e + offset,
+             "test_acc": 0.2 + 0.1 * e + offset, "comm_bytes_sent": 1000 * (e + 1), "comm_bytes_recv": 1000 * (e + 1),
+             "comm_seconds": 0.1 * (e + 1), "wall_time_s": 3.0 * (e + 1), "live_neighbours": live[e],
+             "dropped_neighbours": dropped[e]} for e in range(len(live))]
+
+
+@pytest.fixture
+def nodes_run(tmp_path):
+    """A hand-written run directory of 3 nodes on a ring: node2 is lost after epoch 2, so node0
+    and node1 drop it at epoch 3 (their live neighbours fall from 2 to 1); metrics per rank too."""
+    from crossover_sgd.training.outputs import METRIC_COLUMNS, NODE_COLUMNS
+
+    run_dir = tmp_path / "p2p-run"
+    write_csv(run_dir / "nodes" / "node0.csv", NODE_COLUMNS, node_rows(0.0, [2, 2, 1, 1], [0, 0, 1, 1]))
+    write_csv(run_dir / "nodes" / "node1.csv", NODE_COLUMNS, node_rows(0.02, [2, 2, 1, 1], [0, 0, 1, 1]))
+    write_csv(run_dir / "nodes" / "node2.csv", NODE_COLUMNS, node_rows(0.04, [2, 2], [0, 0]))
+    for rank, epochs in enumerate((4, 4, 2)):
+        write_csv(run_dir / f"metrics_rank{rank}.csv", METRIC_COLUMNS,
+                  [{"epoch": e + 1, "step": 10 * (e + 1), "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
+                    "val_acc": 0.5 + 0.1 * e, "lr": 0.1} for e in range(epochs)])
+    (run_dir / "config.json").write_text(json.dumps({"algorithm": "dsgd", "nproc": 3}))
+    return run_dir
+
+
+def test_node_csvs_are_drawn_one_line_per_node(nodes_run, tmp_path):
+    from crossover_sgd.plotting import NODE_PANELS, neighbour_losses
+
+    metrics = load_run(nodes_run)
+    assert list(metrics.nodes) == ["node0", "node1", "node2"] and metrics.algorithm == "dsgd"
+    assert metrics.nodes["node2"]["epoch"] == [1.0, 2.0]
+    assert neighbour_losses(metrics.nodes["node0"]) == [(2, 1)]  # at the third evaluation, one dropped
+    assert neighbour_losses(metrics.nodes["node2"]) == []
+    written = plot_runs([nodes_run], tmp_path / "plots")
+    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + ["nodes.png"]
+    data = (tmp_path / "plots" / "nodes.png").read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 20_000
+    assert [panel[0] for panel in NODE_PANELS] == ["test_acc", "val_acc", "train_loss", "live_neighbours"]
+
+
+def test_neighbour_losses_count_drops_and_finished_neighbours():
+    from crossover_sgd.plotting import neighbour_losses
+
+    nan = float("nan")
+    columns = {"epoch": [1, 2, 3, 4, 5], "live_neighbours": [3, 3, 2, nan, 1], "dropped_neighbours": [1, 1, 1, nan, 3]}
+    # epoch 1: one dropped already; epoch 3: a neighbour finished (none dropped); epoch 5: two dropped
+    assert neighbour_losses(columns) == [(0, 1), (2, 0), (4, 2)]
+    assert neighbour_losses({"epoch": [1, 2]}) == []  # no neighbour columns: nothing to mark
+
+
+def test_nodes_of_several_runs_and_a_run_of_nodes_only(nodes_run, tmp_path):
+    only_nodes = tmp_path / "only" / "nodes-run"
+    shutil.copytree(nodes_run / "nodes", only_nodes / "nodes")
+    with open(only_nodes / "nodes" / "node3.csv", "w") as handle:  # a node that never evaluated
+        handle.write("epoch,train_loss,test_acc\n")
+    (only_nodes / "nodes" / "node0.json").write_text(json.dumps({"config": {"algorithm": "pdmm-sgd"}, "world_size": 4}))
+    metrics = load_run(only_nodes)  # no metrics_rank*.csv, no config.json: a node's summary names the method
+    assert metrics.ranks == [] and list(metrics.nodes)[-1] == "node3" and metrics.algorithm == "pdmm-sgd"
+    assert plot_runs([only_nodes], tmp_path / "one") == [tmp_path / "one" / "nodes.png"]
+    written = plot_runs([nodes_run, only_nodes], tmp_path / "both")
+    names = [p.name for p in written]
+    assert names == [f"{q.name}.png" for q in QUANTITIES] + ["nodes_p2p-run.png", "nodes_nodes-run.png"]
+    for path in written:
+        assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 5000, path
+
+
+def test_a_run_without_nodes_draws_as_before(nodes_run, tmp_path):
+    shutil.rmtree(nodes_run / "nodes")
+    assert load_run(nodes_run).nodes == {}
+    written = plot_runs([nodes_run], tmp_path / "plots")
+    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES]
+    assert not (tmp_path / "plots" / "nodes.png").exists()
+
+
+def test_node_plot_on_the_command_line_and_a_bad_node_csv(nodes_run, tmp_path):
+    out = tmp_path / "cli"
+    result = run([sys.executable, "-m", "crossover_sgd.plotting", str(nodes_run), "--out", str(out)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert str(out / "nodes.png") in result.stdout.split()
+    for content, words in ((b"\xff\xfe\x00garbage\n", "cannot be read as a CSV"),
+                           (b"step,loss\n1,2\n", "no 'epoch' column")):
+        (nodes_run / "nodes" / "node1.csv").write_bytes(content)
+        with pytest.raises(ConfigError, match=words):
+            load_run(nodes_run)
+        bad_out = tmp_path / "bad"
+        result = run([sys.executable, "-m", "crossover_sgd.plotting", str(nodes_run), "--out", str(bad_out)],
+                     timeout=120)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("crossover-sgd: error:"), lines
+        assert "node1.csv" in lines[0] and words in lines[0]
+        assert not bad_out.exists()  # nothing half-written is left behind

@@ -1,7 +1,7 @@
 """The bad-input contract over every entry point, as one table (issue 11).
 
 Every case runs an entry point (``crossover-sgd train``, ``imagenet_test.py``, ``plot``,
-``experiment``, ``launch-info``, ``python -m topology``) with one bad input and checks the
+``experiment``, ``launch-info``, ``ecl``, ``python -m topology``) with one bad input and checks the
 contract of docs/usage.md: exit code 2, exactly one line on stderr, ``PROG: error: ...``, naming
 the bad value and what would be accepted (the case's words), no traceback, and nothing written:
 the test's scratch directories, the filesystems it mounted, the working directory and the
@@ -12,7 +12,8 @@ with one line naming the value.
 Paths: ``{RO}`` is a small tmpfs mounted read-only, ``{FULL}`` a small tmpfs filled to the last
 byte (both made by this module as root; skipped with the reason where that is impossible, a
 failure under CI), ``{TMP}`` the case's scratch directory, ``{FILE}`` a file in it, ``{DIR}`` a
-directory in it, ``{RUN}`` a run directory with metrics (for ``plot``).
+directory in it, ``{RUN}`` a run directory with metrics (for ``plot``), ``{NODES}`` a directory in
+it holding the peer-to-peer node files of :data:`NODE_FILES` (``{NODES}/ring3.json``).
 
 Speed: the table runs in this process through the entry points' ``main(argv)`` (what the console
 scripts call), a few cases through the real console scripts and ``python -m`` in subprocesses, to
@@ -45,9 +46,44 @@ SHORT_LEGACY = ("--dataset", "digits", "--model", "small_cnn", "--maxepoch", "1"
 WRITABLE_DIR = "choose a writable directory"
 WRITABLE_FILE = "choose a writable file path"
 FREE_SPACE = "free space on that filesystem"
+#: ``crossover-sgd ecl``'s general part (the original's DATADIR OUTDIR and flags before OPTIMIZER).
+ECL_HEAD = ("ecl", "data", "{TMP}/out", "--epochs", "1", "--dataset_name", "digits", "--cpu")
 PROGS = {"train": "crossover-sgd", "legacy": "imagenet_test.py", "plot": "crossover-sgd",
          "plot-module": "crossover-sgd", "experiment": "crossover-sgd", "experiment-module": "crossover-sgd",
-         "launch-info": "crossover-sgd", "topology": "python -m topology"}
+         "launch-info": "crossover-sgd", "ecl": "crossover-sgd ecl", "topology": "python -m topology"}
+
+
+def _node_list(edges: Dict[str, Dict[str, int]], round: int = 1) -> Dict[str, object]:
+    """A node_list.json object (the original's layout): node -> its neighbours' slots."""
+    return {"nodes": {name: {"round": round, "edges": mine} for name, mine in edges.items()}}
+
+
+def _hosts(*names: str) -> Dict[str, object]:
+    """A hosts.json object (the original's layout) on 127.0.0.1, node i on port 29500 + i."""
+    return {"hosts": [{"name": name, "addr": "127.0.0.1", "port": str(29500 + i)} for i, name in enumerate(names)]}
+
+
+#: The peer-to-peer node files under ``{NODES}``: a file name -> its JSON object or its text.
+NODE_FILES: Dict[str, object] = {
+    "pair.json": _node_list({"node0": {"node1": 0}, "node1": {"node0": 0}}),
+    "hosts.json": _hosts("node0", "node1"),
+    "hosts_node0.json": _hosts("node0"),
+    "ring3.json": _node_list({"node0": {"node1": 0, "node2": 1}, "node1": {"node0": 0, "node2": 1},
+                              "node2": {"node0": 1, "node1": 1}}, round=2),
+    "not_json.json": '{"nodes": {node0: {"round": 1}}\n',
+    "asymmetric.json": _node_list({"node0": {"node1": 0}, "node1": {}}),
+    "unknown_neighbour.json": _node_list({"node0": {"node1": 0, "node9": 0}, "node1": {"node0": 0}}),
+    "self_edge.json": _node_list({"node0": {"node0": 0, "node1": 0}, "node1": {"node0": 0}}),
+    "slot_2_of_round_2.json": _node_list({"node0": {"node1": 2}, "node1": {"node0": 0}}, round=2),
+    "duplicate_key.json": '{"nodes": {"node0": {"round": 1, "edges": {"node1": 0}},\n'
+                          '           "node0": {"round": 1, "edges": {"node1": 0}},\n'
+                          '           "node1": {"round": 1, "edges": {"node0": 0}}}}\n',
+    "duplicate_name.json": [{"name": "node0", "round": 1, "edges": {"node1": 0}},
+                            {"name": "node0", "round": 1, "edges": {"node1": 0}},
+                            {"name": "node1", "round": 1, "edges": {"node0": 0}}],
+    "no_edges.json": _node_list({"node0": {"node1": 0}, "node1": {"node0": 0}, "node2": {}}),
+    "two_slots.json": _node_list({"node0": {"node1": 0}, "node1": {"node0": 1}}, round=2),
+}
 
 
 # ----------------------------------------------------------------------------- the table
@@ -64,7 +100,8 @@ class Case:
     @property
     def id(self) -> str:
         shown = " ".join(self.argv)
-        for short in ("train ", " ".join(SHORT_TRAIN) + " ", " ".join(SHORT_LEGACY) + " ", "--out {TMP}/out "):
+        for short in ("train ", " ".join(SHORT_TRAIN) + " ", " ".join(SHORT_LEGACY) + " ", "--out {TMP}/out ",
+                      " ".join(ECL_HEAD) + " "):
             shown = shown.replace(short, "", 1) if shown.startswith(short) else shown
         return f"{self.entry}: {shown}"[:120]
 
@@ -96,11 +133,18 @@ def launch_info(*argv: str, words: Sequence[str], **kw) -> Case:
     return Case("launch-info", ("launch-info", *argv), tuple(words), **kw)
 
 
+def ecl(*argv: str, words: Sequence[str], **kw) -> Case:
+    """``crossover-sgd ecl`` with :data:`ECL_HEAD` before ``argv`` (OPTIMIZER and its words)."""
+    return Case("ecl", (*ECL_HEAD, *argv), tuple(words), **kw)
+
+
 def topology(*argv: str, words: Sequence[str], **kw) -> Case:
     return Case("topology", argv, tuple(words), **kw)
 
 
 SIM = ("simulate", "--schedule", "ring", "--n", "8", "--rounds", "2")
+DSGD = ("--algorithm", "dsgd")
+ISVR = ("--algorithm", "pdmm-isvr")
 RO_DIR = ("read-only file system", WRITABLE_DIR)
 RO_FILE = ("read-only file system", WRITABLE_FILE)
 FULL = ("no space left on device", FREE_SPACE)
@@ -184,6 +228,57 @@ CASES: List[Case] = [
     train("--lr-schedule", "step", "--step_size", "0", words=("--step-size 0", ">= 1")),
     train("--lr-schedule", "step", "--step-size", "410", "--gamma", "1.5", words=("--gamma 1.5", "<= 1")),
     train("--out", "{RUNHELD}", words=("{RUNHELD}", "already holds a run", "--resume")),
+    # ---- peer-to-peer (train): the node files, then the options
+    train(*DSGD, "--node-list", "{NODES}/not_json.json",
+          words=("--node-list", "{NODES}/not_json.json", "not valid JSON", "line 1, column 12")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/not_json.json",
+          words=("--node-list", "{NODES}/not_json.json", "not valid JSON")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/asymmetric.json",
+          words=("--node-list", "{NODES}/asymmetric.json", 'edge "node0" -> "node1"', 'no "node1" -> "node0"',
+                 "list every edge at both ends")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/unknown_neighbour.json",
+          words=("{NODES}/unknown_neighbour.json", 'unknown neighbour "node9"', 'the nodes are "node0", "node1"')),
+    train(*DSGD, "--node-list", "{NODES}/self_edge.json",
+          words=("{NODES}/self_edge.json", 'node "node0": self-edge "node0"', "two different nodes")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/slot_2_of_round_2.json",
+          words=("{NODES}/slot_2_of_round_2.json", 'slot 2 for "node1"', "slots are 0..1 (round 2)")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/pair.json", "--hosts", "{NODES}/hosts_node0.json",
+          words=("--hosts: {NODES}/hosts_node0.json", 'node "node1" of {NODES}/pair.json is missing',
+                 "give every node an address")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/duplicate_key.json",
+          words=("{NODES}/duplicate_key.json", 'key "node0" appears twice', "give each node")),
+    train(*DSGD, "--node-list", "{NODES}/duplicate_name.json",
+          words=("{NODES}/duplicate_name.json", 'node name "node0" appears twice', "give each node once")),
+    train(*DSGD, "--node-list", "{NODES}/no_edges.json",
+          words=("{NODES}/no_edges.json", 'node "node2" has no edges', "every node needs a neighbour")),
+    train(*DSGD, "--nproc", "3", "--node-list", "{NODES}/no_edges.json", words=('node "node2" has no edges',)),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/ring3.json",
+          words=("--node-list {NODES}/ring3.json has 3 nodes", "the run has 2 ranks", "one rank per node (3 ranks)")),
+    train(*DSGD, "--node-list", "{NODES}/ring3.json", words=("has 3 nodes", "the run has 1 rank:", "(3 ranks)")),
+    train(*DSGD, "--node-list", "{NODES}/missing.json",
+          words=("--node-list", "{NODES}/missing.json", "No such file or directory", "a readable JSON file")),
+    train(*DSGD, "--node-list", "{DIR}", words=("--node-list", "{DIR}", "Is a directory", "a readable JSON file")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{DIR}", words=("--node-list", "{DIR}", "Is a directory")),
+    train(*DSGD, "--node-list", "{NODES}/pair.json", "--hosts", "{NODES}/hosts.json", "--node-name", "node7",
+          words=("--node-name 'node7'", "not a node of --node-list {NODES}/pair.json", "the nodes are node0, node1")),
+    train(*DSGD, "--node-name", "node0", words=("--node-name", "needs --node-list and --hosts")),
+    train(*DSGD, "--node-name", "node0", "--node-list", "{NODES}/pair.json",
+          words=("--node-name", "needs --node-list and --hosts")),
+    train(*DSGD, "--hosts", "{NODES}/hosts.json", words=("--hosts needs --node-list",)),
+    train(*DSGD, "--nproc", "2", "--slow-nodes", "node0,node9",
+          words=("--slow-nodes", "'node9' is not a node", "the nodes are node0, node1")),
+    train(*DSGD, "--nproc", "2", "--node-list", "{NODES}/pair.json", "--slow-nodes", "node2",
+          words=("--slow-nodes", "'node2' is not a node", "node0, node1")),
+    train(*ISVR, "--piw", "3", words=("--piw 3", "0.5, 1 or 2")),
+    train(*ISVR, "--nproc", "2", "--piw", "2", "--round", "1", words=("--piw 2", "--round >= 2", "--round is 1")),
+    train(*DSGD, "--swap-timeout", "-1", words=("--swap-timeout -1", "seconds > 0")),
+    train(*DSGD, "--nproc", "2", "--swap-timeout", "0", words=("--swap-timeout 0", "seconds > 0")),
+    train(*DSGD, "--swap-timeout", "nan", words=("--swap-timeout nan", "finite", "> 0")),
+    train(*DSGD, "--sleep-factor", "-0.5", words=("--sleep-factor -0.5", ">= 0")),
+    train(*DSGD, "--graph", "regular", words=("--graph regular", "needs --graph-degree")),
+    train(*DSGD, "--nproc", "2", "--graph", "erdos-renyi", words=("--graph erdos-renyi", "needs --graph-degree")),
+    train(*DSGD, "--graph", "hypercube", words=("--graph", "'hypercube'", "ring, complete, star")),
+    train(*DSGD, "--round", "0", words=("--round 0", ">= 1")),
     # ---- imagenet_test.py
     legacy("--world_size", "4", words=("--world_size 4", "--nproc 4", "srun", "torchrun", "mpirun")),
     legacy("--crossover", "True", words=("--crossover True", "--allreduce True")),
@@ -220,6 +315,14 @@ CASES: List[Case] = [
     launch_info("--nproc", "-3", words=("--nproc -3", ">= 1")),
     launch_info("--nproc", "two", words=("--nproc", "two")),
     launch_info("--jsno", "x.json", words=("--jsno", "did you mean --json?")),
+    # ---- crossover-sgd ecl (the original's command line; its own flags: tests/cli/test_ecl_cli.py)
+    ecl("DSGD", "node0", "{NODES}/not_json.json", "{NODES}/hosts.json",
+        words=("conf: {NODES}/not_json.json", "not valid JSON")),
+    ecl("DSGD", "node7", "{NODES}/pair.json", "{NODES}/hosts.json",
+        words=("nodename 'node7'", "not a node of conf {NODES}/pair.json", "the nodes are node0, node1")),
+    ecl("PdmmISVR", "node0", "{NODES}/pair.json", "{NODES}/hosts_node0.json",
+        words=("host: {NODES}/hosts_node0.json", 'node "node1"', "give every node an address")),
+    ecl("GossipSGD", "node0", "{NODES}/pair.json", "{DIR}", words=("host: {DIR}", "Is a directory")),
     # ---- python -m topology
     topology("simulate", "--schedule", "ring", "--n", "10000000000", "--rounds", "1",
              words=("10000000000 replicas", "GiB of memory", "available", "smaller N")),
@@ -232,6 +335,16 @@ CASES: List[Case] = [
     topology("peers", "--schedule", "graph", "--n", "8", "--edge-file", "{TMP}/no_edges.txt",
              words=("{TMP}/no_edges.txt",)),
     topology("simulate", "--schedule", "ring", "--n", "8", "--segment-bytes", "a,b", words=("--segment-bytes", "'a,b'")),
+    topology("nodes", "--check", "{NODES}/asymmetric.json",
+             words=("{NODES}/asymmetric.json", 'edge "node0" -> "node1"', "list every edge at both ends")),
+    topology("nodes", "--check", "{NODES}/pair.json", "--hosts", "{NODES}/hosts_node0.json",
+             words=("{NODES}/hosts_node0.json", 'node "node1"', "give every node an address")),
+    topology("nodes", "--check", "{NODES}/two_slots.json", "--symmetric-slots",
+             words=("{NODES}/two_slots.json", "slot 0", "slot 1", "give both ends the same slot")),
+    topology("nodes", "--check", "{DIR}", words=("{DIR}", "Is a directory", "a readable JSON file")),
+    topology("nodes", "--graph", "regular", "--n", "4", words=("--graph regular", "--degree")),
+    *[topology("nodes", "--graph", "ring", "--n", "4", "--node-list", path.replace("table", "node_list"),
+               words=("--node-list", path.replace("table", "node_list"), *words)) for path, words in OUT_FILES[::2]],
 ]
 
 
@@ -378,8 +491,12 @@ class World:
         held = self.tmp / "held"
         _write_run(held)
         self.mounts = mounts
+        nodes = self.tmp / "nodes"
+        nodes.mkdir()
+        for name, content in NODE_FILES.items():
+            (nodes / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
         self.values = {"{TMP}": str(self.tmp), "{FILE}": str(self.tmp / "a_file"), "{DIR}": str(self.tmp / "a_dir"),
-                       "{RUN}": str(self.tmp / "run"), "{RUNHELD}": str(held)}
+                       "{RUN}": str(self.tmp / "run"), "{RUNHELD}": str(held), "{NODES}": str(nodes)}
         if mounts is not None:
             self.values.update({"{RO}": str(mounts.ro), "{FULL}": str(mounts.full)})
         self.watched = [self.tmp, self.cwd, ROOT / "runs"] + ([mounts.ro, mounts.full] if mounts else [])
@@ -426,7 +543,7 @@ def invoke(case: Case, argv: List[str], monkeypatch, capsys) -> Tuple[object, st
     """Call the case's entry point in this process, as its console script would."""
     capsys.readouterr()
     try:
-        if case.entry in ("train", "plot", "experiment", "launch-info"):
+        if case.entry in ("train", "plot", "experiment", "launch-info", "ecl"):
             from crossover_sgd import cli
 
             code = cli.main(argv)
@@ -519,6 +636,11 @@ SUBPROCESS_CASES: List[Tuple[List[str], Case]] = [
      topology("--json", "{FULL}/table.json", words=("--json", "{FULL}/table.json", *FULL))),
     (_console("train", "--epochs", "1"),  # the default --out, runs/..., under a read-only working directory
      Case("train", ("train",), ("--out", "runs/", *RO_DIR), cwd="{RO}/existing")),
+    (_console("train", "--algorithm", "dsgd", "--nproc", "2", "--epochs", "1", "--node-list", "{NODES}/ring3.json",
+              "--out", "{TMP}/out"),
+     train("--node-list", "{NODES}/ring3.json", words=("--node-list {NODES}/ring3.json has 3 nodes", "2 ranks"))),
+    (_console(*ECL_HEAD, "DSGD", "node0", "{NODES}/asymmetric.json", "{NODES}/hosts.json"),
+     ecl("DSGD", words=("conf: {NODES}/asymmetric.json", "list every edge at both ends"))),
 ]
 
 

@@ -21,6 +21,7 @@ A subclass says what it sends (:meth:`P2PAlgorithm.outgoing`), what it does with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from datetime import timedelta
@@ -62,7 +63,7 @@ class P2POptions(AlgorithmOptions):
     async_step: bool = option(False, "peer-to-peer: no waiting for neighbours: use the last message that "
                                      "arrived from each", metavar="BOOL")
     swap_timeout: Optional[float] = option(None, "peer-to-peer: drop a neighbour silent for this many seconds "
-                                                  "and go on (default: a lost neighbour ends the run)", minimum=0.0)
+                                                  "and go on (default: a lost neighbour ends the run)")  # > 0: check()
     sleep_factor: float = option(0.0, "peer-to-peer: sleep this multiple of each step's time (stragglers on "
                                       "purpose)", minimum=0.0)
     slow_nodes: Optional[str] = option(None, "peer-to-peer: comma-separated node names that sleep "
@@ -71,11 +72,11 @@ class P2POptions(AlgorithmOptions):
     def check(self, world_size: Optional[int]) -> None:
         if self.hosts is not None and self.node_list is None:
             raise ConfigError("{hosts} needs {node_list} (the graph of the named nodes)")
-        if self.swap_timeout is not None and self.swap_timeout <= 0:
-            raise ConfigError(f"{{swap_timeout}} {self.swap_timeout:g} is invalid: use a number of seconds > 0")
+        if self.swap_timeout is not None and not (math.isfinite(self.swap_timeout) and self.swap_timeout > 0):
+            raise ConfigError(f"{{swap_timeout}} {self.swap_timeout:g} is invalid: use a finite number of seconds > 0")
         nodes = node_graph(self, world_size or 0, seed=0, check_size=world_size is not None)
-        if self.node_name is not None:
-            nodes.index(self.node_name) if self.node_list else _generated_index(nodes, self.node_name)
+        if self.node_name is not None and (self.node_list is not None or world_size is not None):
+            _node_index(nodes, self.node_name, self.node_list)
         for name in (self.slow_nodes or "").split(","):
             if name.strip() and name.strip() not in nodes.names and world_size is not None:
                 raise ConfigError(f"{{slow_nodes}}: {name.strip()!r} is not a node: the nodes are "
@@ -108,14 +109,18 @@ def _first_lost(name: str) -> str:
         return name
 
 
-def _generated_index(nodes: NodeGraph, name: str) -> int:
+def _node_index(nodes: NodeGraph, name: str, node_list: Optional[str] = None) -> int:
     if name not in nodes.names:
-        raise ConfigError(f"{{node_name}} {name!r} is not a node of the graph: the nodes are {', '.join(nodes.names)}")
+        graph = f"{{node_list}} {node_list}" if node_list is not None else "the graph"
+        raise ConfigError(f"{{node_name}} {name!r} is not a node of {graph}: the nodes are {', '.join(nodes.names)}")
     return nodes.names.index(name)
 
 
 def node_graph(options: P2POptions, world_size: int, seed: int, check_size: bool = True) -> NodeGraph:
     """The run's graph: the user's files, or ``--graph`` over ``world_size`` nodes."""
+    if options.node_list is None and options.graph in ("regular", "erdos-renyi") and options.graph_degree is None:
+        raise ConfigError(f"{{graph}} {options.graph} needs {{graph_degree}} K (the "
+                          f"{'expected ' if options.graph == 'erdos-renyi' else ''}degree of every node)")
     try:
         if options.node_list is not None:
             nodes = load_node_list(options.node_list, options.hosts)
@@ -123,13 +128,14 @@ def node_graph(options: P2POptions, world_size: int, seed: int, check_size: bool
             return generated_nodes("complete", 2, 1)  # nothing to check before the world size is known
         else:
             nodes = generated_nodes(options.graph, world_size, options.round, k=options.graph_degree, seed=seed)
-    except NodeListError as exc:
-        raise ConfigError(f"{{node_list}}: {exc}") from None
+    except NodeListError as exc:  # named by the file at fault (every message starts with its path)
+        hosts = options.hosts is not None and str(exc).startswith(f"{os.fspath(options.hosts)}: ")
+        raise ConfigError(f"{'{hosts}' if hosts else '{node_list}'}: {exc}") from None
     except ValueError as exc:  # a generated graph that cannot exist (e.g. a 3-regular graph on 5 nodes)
         raise ConfigError(f"{{graph}} {options.graph} on {world_size} nodes: {exc}") from None
     if check_size and nodes.n != world_size:
         raise ConfigError(f"{{node_list}} {options.node_list} has {nodes.n} nodes but the run has {world_size} "
-                          f"ranks: start one rank per node")
+                          f"rank{'s' if world_size != 1 else ''}: start one rank per node ({nodes.n} ranks)")
     return nodes
 
 
@@ -280,7 +286,7 @@ class P2PAlgorithm(Algorithm):
         if options.hosts is None or options.node_list is None:
             raise ConfigError("{node_name} (a node started by hand) needs {node_list} and {hosts}")
         nodes = node_graph(options, 0, seed=0, check_size=False)
-        rank = nodes.index(options.node_name)
+        rank = _node_index(nodes, options.node_name, options.node_list)
         return {"RANK": str(rank), "WORLD_SIZE": str(nodes.n), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                 "GROUP_RANK": str(rank), "MASTER_ADDR": nodes.addresses[0] or "127.0.0.1",
                 "MASTER_PORT": str(nodes.ports[0] or 29500), LOCAL_LAUNCHER_ENV: "hosts"}

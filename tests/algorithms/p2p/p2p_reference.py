@@ -66,13 +66,13 @@ def _case(algorithm: str, graph: str, k: int = 1, **options) -> Tuple[str, dict]
     return name, {"graph": graph, "options": values, "steps": STEPS}
 
 
+#: Every algorithm on every graph, K = 2 for each that uses the edge slots (CADMM: P = 1, 2, 3).
 CASES: Dict[str, dict] = dict([
     _case("dsgd", "ring5", 1),
     _case("dsgd", "complete5", 2),
     _case("dsgd", "nl5k2"),
     _case("gossip-sgd", "ring5", 1),
     _case("gossip-sgd", "complete5", 1),
-    _case("gossip-sgd", "ring5", 2),
     _case("gossip-sgd", "nl5k2"),
     _case("pdmm-sgd", "ring5", 2, **_SGD),
     _case("pdmm-sgd", "complete5", 1, eta=0.5, rho=0.3),
@@ -80,7 +80,6 @@ CASES: Dict[str, dict] = dict([
     _case("admm-sgd", "ring5", 1, **_SGD),
     _case("admm-sgd", "complete5", 2, eta=0.5, rho=0.3),
     _case("admm-sgd", "nl5k2", **_SGD),
-    _case("pdmm-isvr", "ring5", 1, piw=1.0, use_gcoef=False),
     _case("pdmm-isvr", "complete5", 2, piw=1.0, use_gcoef=True),
     _case("pdmm-isvr", "ring5", 2, piw=0.5, use_gcoef=False),
     _case("pdmm-isvr", "nl5k1", piw=0.5, use_gcoef=True),
