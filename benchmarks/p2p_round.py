@@ -24,7 +24,12 @@ side by side, in alternating windows:
 Every window starts after a barrier and lasts until the slowest rank is done; a window holds
 ``--rounds`` rounds (``--local-steps`` local updates); reported: seconds per round (per update),
 median and minimum over ``--repeats`` windows, their ratios, the message bytes, the bytes the
-method itself counts as sent per round, and the goals.
+method itself counts as sent per round, and the goals. "counted ms" is the mean per round, over
+every window including the warmup, of the time the method counts as communication itself
+(``CommStats.seconds``: the links' exchange with its staging copies, without mixing or absorbing).
+
+Made for Gloo on the CPU (what the links use): with ``--device cuda`` under a launcher the raw
+exchange runs over the default group's NCCL, while the links stage through host memory over Gloo.
 
 Usage: ``python3 benchmarks/p2p_round.py [--nprocs 4] [--models resnet18 small_cnn] [--json out.json]``
 (``--ranks``/``--model`` are aliases; ``--quick``: 2 ranks, the small CNN, 1 warmup, 2 repeats).
@@ -218,7 +223,8 @@ def report(parts: List[Dict[str, Any]], args: argparse.Namespace) -> Dict[str, A
                common.Column("raw_ms", "raw ms", "{:.3f}"), common.Column("ratio_to_raw", "x raw", "{:.2f}"),
                common.Column("ratio_to_raw_min", "x raw (min)", "{:.2f}"),
                common.Column("local_ms", "local ms", "{:.3f}"), common.Column("sgd_ms", "SGD ms", "{:.3f}"),
-               common.Column("ratio_to_sgd", "x SGD", "{:.2f}"), common.Column("ratio_to_sgd_min", "x SGD (min)", "{:.2f}")]
+               common.Column("ratio_to_sgd", "x SGD", "{:.2f}"),
+               common.Column("ratio_to_sgd_min", "x SGD (min)", "{:.2f}")]
     m = result["machine"]
     common.report(f"Peer-to-peer round (after_step) vs the raw isend/irecv of the same bytes to the same neighbours "
                   f"(default group), and the local update vs SGD(foreach=True).step(); graph {args.graph}, "

@@ -97,8 +97,10 @@ class Heartbeat:
         heartbeat for ``timeout`` seconds (at most ``limit`` seconds)."""
         deadline = time.monotonic() + limit
         waiting = [r for r in range(self.world_size) if r != self.rank]
-        while waiting and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             waiting = [r for r in waiting if not self.is_done(r) and (self.staleness(r) or 0.0) <= timeout]
+            if not waiting:
+                break
             time.sleep(self.interval)
 
     @property

@@ -24,7 +24,7 @@ import torch
 from crossover_sgd.atomic import atomic_write, atomic_write_json
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "load_checkpoint",
+__all__ = ["FORMAT", "save_checkpoint", "publish_checkpoint", "published_checkpoint", "own_checkpoint", "load_checkpoint",
            "prune_own_checkpoints", "has_checkpoint", "drop_partial_steps", "complete_steps", "step_of"]
 
 FORMAT = "crossover-sgd-checkpoint"
@@ -121,10 +121,21 @@ def prune_own_checkpoints(out: Path, rank: int, step: int) -> None:
                 old.rmdir()
 
 
-def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any],
-                    map_location: torch.device) -> Dict[str, Any]:
-    """This rank's state of the latest published step; ConfigError if missing, broken or foreign."""
-    path = published_checkpoint(out, expected["world_size"]) / f"rank{rank}.pt"
+def own_checkpoint(out: Path, rank: int) -> Path:
+    """The newest step folder holding ``rank``'s file (algorithms that publish no steps)."""
+    steps = [step for folder in (out / "checkpoints").glob("step*")
+             if (step := step_of(folder)) is not None and (folder / f"rank{rank}.pt").is_file()]
+    if not steps:
+        raise ConfigError(f"{{resume}}: {out} holds no checkpoint of rank {rank} (checkpoints/step*/rank{rank}.pt)")
+    return _step_dir(out, max(steps))
+
+
+def load_checkpoint(out: Path, rank: int, expected: Dict[str, Any], map_location: torch.device,
+                    own: bool = False) -> Dict[str, Any]:
+    """This rank's state of the latest published step (``own``: of this rank's newest file, for
+    algorithms without collectives over their trainers); ConfigError if missing, broken or foreign."""
+    folder = own_checkpoint(out, rank) if own else published_checkpoint(out, expected["world_size"])
+    path = folder / f"rank{rank}.pt"
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file

@@ -60,7 +60,7 @@ def default_out_dir(config: TrainConfig) -> Path:
     return out
 
 
-def check_out_dir(out: Path, resume: bool) -> None:
+def check_out_dir(out: Path, resume: bool, own_checkpoints: bool = False) -> None:
     """Refuse to write into a directory that holds another run, unless resuming it, and a path
     that cannot be created and written (a read-only or full filesystem, ``/proc``, a file on the
     way): a probe that leaves no trace (:func:`crossover_sgd.atomic.probe_directory`)."""
@@ -70,7 +70,9 @@ def check_out_dir(out: Path, resume: bool) -> None:
     if held and not resume:
         raise ConfigError(f"{{out}} {out} already holds a run ({held[0]}): pass {{resume}} to continue it, "
                           "or choose another directory")
-    if resume and not (out / "checkpoints" / "latest.json").is_file():
+    if resume and own_checkpoints and not any((out / "checkpoints").glob("step*/rank*.pt")):
+        raise ConfigError(f"{{resume}}: {out} holds no checkpoint to resume from (expected checkpoints/step*/rank*.pt)")
+    if resume and not own_checkpoints and not (out / "checkpoints" / "latest.json").is_file():
         raise ConfigError(f"{{resume}}: {out} holds no checkpoint to resume from "
                           "(expected checkpoints/latest.json)")
     try:  # a read-only or full filesystem, a path under /proc: refused before anything starts

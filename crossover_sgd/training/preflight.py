@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from crossover_sgd.algorithms.registry import ALGORITHMS
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.training.checkpoint import published_checkpoint
@@ -49,8 +50,9 @@ def preflight(config: TrainConfig, world_size: Optional[int], device: Optional[t
         config.options.check(config.algorithm, world_size)
     if config.out is not None:
         out = Path(config.out)
-        check_out_dir(out, resume=config.resume)
-        if config.resume and world_size is not None:
+        own = not ALGORITHMS[config.algorithm].group_collectives  # each trainer checkpoints alone
+        check_out_dir(out, resume=config.resume, own_checkpoints=own)
+        if config.resume and world_size is not None and not own:
             published_checkpoint(out, world_size)
     elif config.resume:
         raise ConfigError("{resume} needs {out} DIR naming the run to continue")

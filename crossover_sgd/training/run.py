@@ -81,7 +81,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
     if config.resume and roles[info.rank] == TRAINER:
         expected = {"world_size": info.world_size, "algorithm": config.algorithm, "model": config.model,
                     "dataset": config.dataset, "batch_size": config.batch_size, "local_itr": config.local_itr}
-        resume_state = load_checkpoint(Path(config.out), info.rank, expected, device)
+        resume_state = load_checkpoint(Path(config.out), info.rank, expected, device, own=not cls.group_collectives)
 
     ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
                            gpu_per_node=config.gpu_per_node)

@@ -112,6 +112,8 @@ class Trainer:
             "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
             "loss_nonfinite": int(self.loss_nonfinite),
             "metrics": self.metrics.rows, "elapsed_s": self.wall_time(),
+            "node_rows": self.node_log.rows if self.node_log is not None else [],
+            "train_correct": int(self.train_correct), "train_seen": self.train_seen,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -130,6 +132,10 @@ class Trainer:
         self.loss_nonfinite.fill_(state.get("loss_nonfinite", 0))
         self.metrics.rows = [dict(r) for r in state["metrics"]]
         self.metrics.write()
+        if self.node_log is not None:
+            self.node_log.rows = [dict(r) for r in state.get("node_rows", [])]
+        self.train_correct.fill_(state.get("train_correct", 0))
+        self.train_seen = state.get("train_seen", 0)
         self.elapsed_before = float(state["elapsed_s"])
         log.info("resumed at epoch %d, step %d", self.epoch, self.step)
 

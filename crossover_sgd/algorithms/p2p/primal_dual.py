@@ -10,7 +10,8 @@ A_{i|j} w_i`` and, when ``y_{j|i}`` arrives:
 This is what the algorithm's *name* means, whatever ``--piw``: ``piw`` only weighs the step
 (``eta``). (The original averaged the duals only when ``piw == 2``, so AdmmISVR with ``piw 1``
 silently computed PdmmISVR.) With ``A_{i|j} = -A_{j|i}``, a fixed point has ``z_{i|j} - z_{j|i} =
-2 A_{i|j} w`` on every edge, which makes the duals' contributions cancel over each edge: the
+2 A_{i|j} w`` on every edge, so ``A_{i|j} z_{i|j} + A_{j|i} z_{j|i} = 2 w``: summed over the
+nodes, the dual terms (``2 |edges| w``) cancel the ``E_i * eta * w`` of the primal steps and the
 nodes' gradients sum to zero at consensus (the centralized optimum).
 
 Only duals travel (PDMM-SGD/ADMM-SGD also send the model, for their ``rho`` term). Every node
