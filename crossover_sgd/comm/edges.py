@@ -155,12 +155,8 @@ class EdgeLinks:
         self.bound_s = bound_s if bound_s is not None else 3 * timeout_s
         self.ended: List[int] = []  # neighbours that ended normally (left E without being lost)
         self.edges: Dict[int, Edge] = {}
-        peers = sorted(groups)
-        #: Every neighbour's last message, one row each (:meth:`combine` mixes them in one product).
-        self.stack = torch.stack([initial[p].detach().to("cpu").reshape(-1) for p in peers]) if peers else None
-        self.row = {peer: k for k, peer in enumerate(peers)}
-        for peer in peers:
-            last = self.stack[self.row[peer]]
+        for peer in sorted(groups):
+            last = initial[peer].detach().to("cpu").reshape(-1).clone()
             self.edges[peer] = Edge(peer, groups[peer], torch.empty_like(last), torch.empty_like(last), last)
         self.dropped: List[int] = []
         self.dropped_at: Dict[int, float] = {}  # peer -> when it was dropped (seconds since the epoch)
@@ -181,12 +177,11 @@ class EdgeLinks:
         """The last message that arrived from ``peer`` (on the CPU)."""
         return self.edges[peer].last
 
-    def combine(self, coefficients: Mapping[int, float], part: slice = slice(None)) -> torch.Tensor:
-        """``sum_p coefficients[p] * last(p)[part]`` in one matrix-vector product (on the CPU)."""
-        weights = torch.zeros(len(self.row), dtype=self.stack.dtype)
+    def add_to(self, out: torch.Tensor, coefficients: Mapping[int, float], part: slice = slice(None)) -> torch.Tensor:
+        """``out += sum_p coefficients[p] * last(p)[part]``, in place (one pass per neighbour)."""
         for peer, c in coefficients.items():
-            weights[self.row[peer]] = c
-        return weights @ self.stack[:, part]
+            out.add_(self.edges[peer].last[part].to(out.device, non_blocking=True), alpha=c)
+        return out
 
     # ----------------------------------------------------------------------------- exchange
     def exchange(self, messages: Mapping[int, torch.Tensor]) -> Dict[int, torch.Tensor]:
@@ -207,9 +202,11 @@ class EdgeLinks:
             if edge.send is None or self._done(edge, edge.send, "send"):
                 if peer not in self.edges:
                     continue
-                edge.outbox.copy_(messages[peer].detach().reshape(-1))
-                edge.send = self._post(edge, "send")
-                sent += edge.outbox.numel() * edge.outbox.element_size()
+                message = messages[peer].detach().reshape(-1)
+                if self.asynchronous or message.device.type != "cpu" or not message.is_contiguous():
+                    message = edge.outbox.copy_(message)  # it changes (or is not in host memory) while it travels
+                edge.send = self._post(edge, "send", message)
+                sent += message.numel() * message.element_size()
             if not self.asynchronous and peer in self.edges:
                 self._post_recv(edge)
         if not self.asynchronous:
@@ -237,10 +234,10 @@ class EdgeLinks:
             self._lost(edge, f"silent for {silent:.1f} s although alive")
 
     # ----------------------------------------------------------------------------- internals
-    def _post(self, edge: Edge, kind: str) -> Optional[Completion]:
+    def _post(self, edge: Edge, kind: str, message: Optional[torch.Tensor] = None) -> Optional[Completion]:
         try:
             if kind == "send":
-                work = dist.isend(edge.outbox, dst=edge.peer, group=edge.group)
+                work = dist.isend(message, dst=edge.peer, group=edge.group)
             else:
                 work = dist.irecv(edge.inbox, src=edge.peer, group=edge.group)
         except RuntimeError as exc:
@@ -268,7 +265,7 @@ class EdgeLinks:
         """Asynchronous mode: if the neighbour's message arrived, keep it and post the next receive."""
         if edge.recv is None or not self._done(edge, edge.recv, "recv"):
             return 0
-        edge.last.copy_(edge.inbox)
+        edge.last, edge.inbox = edge.inbox, edge.last  # no copy: the next receive goes to the old one
         edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
         self._post_recv(edge)
         return edge.inbox.numel() * edge.inbox.element_size()
@@ -289,7 +286,7 @@ class EdgeLinks:
                     pending.remove(edge)
                 elif all(w.event.is_set() for w in works):
                     edge.send = edge.recv = None
-                    edge.last.copy_(edge.inbox)
+                    edge.last, edge.inbox = edge.inbox, edge.last
                     edge.heard, edge.exchanges = time.monotonic(), edge.exchanges + 1
                     received += edge.inbox.numel() * edge.inbox.element_size()
                     pending.remove(edge)

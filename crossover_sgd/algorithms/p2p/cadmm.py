@@ -42,6 +42,8 @@ class CADMM(P2PAlgorithm):
         self.alpha = torch.zeros(self.n, dtype=self.w.dtype, device=self.w.device)
         self.anchor = self.w[: self.n].clone()
         self.rho = self.options.rho_init
+        self._constant = torch.empty_like(self.alpha)  # alpha - c*E*x_i^k - c*sum_j x_j^k: fixed in a round
+        self._round_start: tuple = (None, None)  # (live neighbours, rho) the constant was made for
 
     def due_peers(self) -> List[int]:
         last_of_round = (self.step_count + 1) % self.options.primal_iterations == 0
@@ -49,24 +51,25 @@ class CADMM(P2PAlgorithm):
 
     def optimizer_step(self, local_step: Callable[[], None], optimizer: torch.optim.Optimizer) -> None:
         with torch.no_grad():
-            g, x, live = self.flat_grad(), self.w[: self.n], self.live
-            step = g.add(self.alpha)
-            if live:
-                edges = len(live)
-                neighbours = self.links.combine({p: 1.0 for p in live}).to(x.device)
-                step.add_(x, alpha=2.0 * edges * self.rho).add_(self.anchor, alpha=-edges * self.rho)
-                step.add_(neighbours, alpha=-self.rho)
-            x.add_(step, alpha=-self.lr(optimizer))
+            g, x, live, lr = self.flat_grad(), self.w[: self.n], self.live, self.lr(optimizer)
+            edges, c = len(live), self.rho
+            if self._round_start != (tuple(live), c):
+                self._constant.copy_(self.alpha).add_(self.anchor, alpha=-edges * c)
+                self.links.add_to(self._constant, {p: -c for p in live})
+                self._round_start = (tuple(live), c)
+            # x <- x - lr*(g + alpha + c*(2E x - E x_i^k - sum_j x_j^k)), in place: 3 passes
+            x.mul_(1.0 - 2.0 * edges * c * lr).add_(g, alpha=-lr).add_(self._constant, alpha=-lr)
 
     def absorb(self, fresh: Dict[int, torch.Tensor]) -> None:
         if not self.due_peers() and not fresh:
             return
         x, live = self.w[: self.n], self.live
         if live:
-            neighbours = self.links.combine({p: 1.0 for p in live}).to(x.device)
-            self.alpha.add_(x, alpha=self.rho * len(live)).add_(neighbours, alpha=-self.rho)
+            self.alpha.add_(x, alpha=self.rho * len(live))
+            self.links.add_to(self.alpha, {p: -self.rho for p in live})
         self.anchor.copy_(x)
         self.rho *= self.options.rho_scaling
+        self._round_start = (None, None)  # the next step rebuilds the round's constant
 
     def edge_state(self) -> Dict:
         return {**super().edge_state(), "alpha": self.alpha.clone(), "anchor": self.anchor.clone(), "rho": self.rho}
@@ -76,3 +79,4 @@ class CADMM(P2PAlgorithm):
         self.alpha.copy_(state["alpha"])
         self.anchor.copy_(state["anchor"])
         self.rho = float(state["rho"])
+        self._round_start = (None, None)

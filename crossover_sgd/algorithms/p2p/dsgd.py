@@ -21,4 +21,4 @@ class DSGD(P2PAlgorithm):
     def mix(self, due: List[int]) -> None:
         live = self.live
         if live:
-            self.w.add_(self.links.combine({p: 1.0 for p in live}).to(self.w.device)).div_(len(live) + 1)
+            self.links.add_to(self.w, {p: 1.0 for p in live}).mul_(1.0 / (len(live) + 1))

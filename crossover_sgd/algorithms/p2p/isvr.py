@@ -65,11 +65,10 @@ class PdmmISVR(PrimalDualAlgorithm):
 
     def primal_update(self, g: torch.Tensor, lr: float, edges: int) -> None:
         eta, gc = isvr_coefficients(lr, self.options.piw, self.nodes.round, edges, self.options.use_gcoef)
-        w = self.w[: self.n]
-        w.mul_(1.0 / lr).add_(g, alpha=-gc)
-        if edges:
-            w.add_(self.dual_sum(), alpha=eta)
-        w.div_(1.0 / lr + edges * eta)
+        w, denominator = self.w[: self.n], 1.0 / lr + edges * eta
+        # w = (w/lr - gc*g + eta * sum_j A z_j) / denominator, in place: 2 + E passes
+        w.mul_(1.0 / (lr * denominator)).add_(g, alpha=-gc / denominator)
+        self.add_duals(w, eta / denominator)
 
 
 class AdmmISVR(PdmmISVR):

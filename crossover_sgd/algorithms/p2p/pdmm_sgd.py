@@ -46,6 +46,8 @@ class PdmmSGD(PrimalDualAlgorithm):
     def init_state(self) -> None:
         super().init_state()
         self.scale = fan_in_scale(self.params, self.w.dtype, self.w.device)
+        self._terms = torch.empty_like(self.scale)
+        self._inverse: tuple = (None, None)  # (lr, 1 / (mu + s*(eta + rho)))
 
     def primal_update(self, g: torch.Tensor, lr: float, edges: int) -> None:
         w, mu = self.w[: self.n], 1.0 / lr
@@ -53,11 +55,13 @@ class PdmmSGD(PrimalDualAlgorithm):
             w.add_(g, alpha=-lr)
             return
         eta, rho = self.options.eta, self.options.rho
-        numerator = torch.mul(w, mu).sub_(g)
-        numerator.add_(self.scale * self.dual_sum(), alpha=eta / edges)
-        models = self.links.combine({p: 1.0 for p in self.live}, slice(self.n, 2 * self.n)).to(w.device)
-        numerator.add_(self.scale * models, alpha=rho / edges)
-        w.copy_(numerator.div_(self.scale * (eta + rho) + mu))
+        if self._inverse[0] != lr:  # the schedule moved: 1 / (mu + s*(eta + rho)) anew
+            self._inverse = (lr, torch.reciprocal(self.scale * (eta + rho) + mu))
+        terms = self._terms.zero_()  # (eta/E) sum_j A z_j + (rho/E) sum_j w_j, then times s
+        self.add_duals(terms, eta / edges)
+        self.links.add_to(terms, {p: rho / edges for p in self.live}, slice(self.n, 2 * self.n))
+        terms.mul_(self.scale).add_(w, alpha=mu).sub_(g)
+        torch.mul(terms, self._inverse[1], out=w)
 
 
 class AdmmSGD(PdmmSGD):

@@ -75,15 +75,11 @@ class PrimalDualAlgorithm(P2PAlgorithm):
             else:
                 z.copy_(y)
 
-    def live_mask(self) -> torch.Tensor:
-        mask = torch.zeros(len(self.z_row), dtype=self.w.dtype, device=self.w.device)
+    def add_duals(self, out: torch.Tensor, scale: float) -> torch.Tensor:
+        """``out += scale * sum over live j of A_{i|j} z_{i|j}``, in place (one pass per edge)."""
         for peer in self.live:
-            mask[self.z_row[peer]] = 1.0
-        return mask
-
-    def dual_sum(self) -> torch.Tensor:
-        """``sum over live j of A_{i|j} z_{i|j}`` (one matrix-vector product)."""
-        return (self.signs * self.live_mask()) @ self.z
+            out.add_(self.z[self.z_row[peer]], alpha=scale * self.sign(peer))
+        return out
 
     def optimizer_step(self, local_step: Callable[[], None], optimizer: torch.optim.Optimizer) -> None:
         with torch.no_grad():
