@@ -116,3 +116,19 @@ def test_two_gloo_ranks_gossiping_cuda_tensors_on_one_gpu_are_refused_or_correct
     result = train(out, "--nproc", "2", "--backend", "gloo", "--algorithm", "crossover", "--epochs", "3",
                    timeout=150)
     refused_in_one_line_or_trained(result, out)
+
+
+def test_two_p2p_nodes_on_one_gpu_stage_their_messages_through_host_memory(tmp_path):
+    """The peer-to-peer family sends over per-edge Gloo groups from host buffers (a CUDA model is
+    staged): two nodes on one GPU with ``--backend gloo`` train, or are refused in one line."""
+    one_gpu_only()
+    out = tmp_path / "p2p2"
+    result = train(out, "--nproc", "2", "--backend", "gloo", "--algorithm", "pdmm-isvr", "--epochs", "3",
+                   timeout=150)
+    if result.returncode != 0:
+        refused_in_one_line_or_trained(result, out)
+        return
+    for node in ("node0", "node1"):
+        rows = read_metrics(out / "nodes" / f"{node}.csv")
+        assert len(rows) == 3 and float(rows[-1]["test_acc"]) >= 0.5, rows[-1]
+        assert float(rows[-1]["live_neighbours"]) == 1.0
