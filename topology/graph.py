@@ -53,7 +53,7 @@ from .schedule import Transfer
 __all__ = ["Graph", "GRAPH_KINDS", "make_graph"]
 
 #: Graph kinds :func:`make_graph` (and ``make_schedule("graph", ...)``) builds from ``n``.
-GRAPH_KINDS = ("ring", "complete", "star", "line", "grid", "torus", "regular", "erdos-renyi")
+GRAPH_KINDS = ("ring", "complete", "star", "line", "grid", "torus", "regular", "erdos-renyi", "exponential")
 
 _MAX_PAIRING_PASSES = 100  # re-pairing passes of one random-regular attempt
 _NODE = re.compile(r"\d+", re.ASCII)
@@ -287,6 +287,15 @@ class Graph:
         return cls(n, edges, "ring")
 
     @classmethod
+    def exponential(cls, n: int) -> Graph:
+        """The static exponential graph: ``i -- i + 2^k (mod n)`` for every ``2^k < n`` (degree
+        about ``2 log2 n``; the undirected, fixed form of SGP's time-varying graph)."""
+        n = _index("n", n, 1)
+        edges = {tuple(sorted((i, (i + 2 ** k) % n))) for i in range(n) for k in range(max(n - 1, 1).bit_length())
+                 if 2 ** k < n and (i + 2 ** k) % n != i}
+        return cls(n, sorted(edges), "exponential")
+
+    @classmethod
     def line(cls, n: int) -> Graph:
         """Path ``0 -- 1 -- ... -- n-1``."""
         n = _index("n", n, 1)
@@ -474,4 +483,5 @@ def make_graph(kind: str, n: int, *, k: int | None = None, seed: int = 0) -> Gra
     if kind in ("grid", "torus"):
         rows, cols = _near_square(n)
         return Graph.grid(rows, cols) if kind == "grid" else Graph.torus(rows, cols)
-    return {"ring": Graph.ring, "complete": Graph.complete, "star": Graph.star, "line": Graph.line}[kind](n)
+    return {"ring": Graph.ring, "complete": Graph.complete, "star": Graph.star, "line": Graph.line,
+            "exponential": Graph.exponential}[kind](n)

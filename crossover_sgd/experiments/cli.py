@@ -16,6 +16,8 @@ EXPERIMENTS: Dict[str, tuple] = {
                     "train every algorithm over world sizes, global batches and seeds; accuracy tables and plots"),
     "mixing": ("crossover_sgd.experiments.mixing",
                "consensus error and spectral gap of the topologies for 16 ... 4096 simulated replicas"),
+    "noniid": ("crossover_sgd.experiments.noniid",
+               "the peer-to-peer family on non-IID nodes against one node on all the data; per-node accuracy"),
 }
 
 

@@ -228,3 +228,12 @@ def test_make_graph_builds_every_kind(n):
 def test_graph_schedule_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_schedule(kwargs.pop("name"), kwargs.pop("n"), **kwargs)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 13, 32])
+def test_exponential_graph_joins_every_node_to_its_power_of_two_offsets(n):
+    g = Graph.exponential(n)
+    expected = {tuple(sorted((i, (i + 2 ** k) % n))) for i in range(n) for k in range(n.bit_length())
+                if 2 ** k < n and (i + 2 ** k) % n != i}
+    assert set(g.edges) == expected and g.is_connected()
+    assert len(set(g.degrees())) == 1  # circulant: every node alike
