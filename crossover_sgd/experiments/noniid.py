@@ -105,6 +105,7 @@ class Settings:
     model: str = "small_cnn"
     train_args: List[str] = field(default_factory=list)
     timeout_s: float = 1800.0
+    retries: int = 1
 
     def train_flags(self, spec: "RunSpec") -> List[str]:
         """``crossover-sgd train`` flags of ``spec`` (without ``--out``)."""
@@ -163,7 +164,18 @@ def parse_lrs(items: Sequence[str], methods: Sequence[str]) -> Dict[str, List[fl
 # ------------------------------------------------------------------------------------------ running
 def ensure_run(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path]:
     """Make sure ``spec``'s run is finished: reuse it or train it (an unfinished one from the
-    start). Returns (status, run dir), status ``reused``, ``trained`` or ``failed``."""
+    start; a failed one, not a timed-out one, once more: on a shared machine a rank's rendezvous
+    port can be taken in between). Returns (status, run dir), status ``reused``, ``trained`` or
+    ``failed``."""
+    for attempt in range(1 + settings.retries):
+        status, run_dir, code = _ensure_run_once(spec, settings, root)
+        if status != "failed" or code == 124 or attempt == settings.retries:
+            return status, run_dir
+        log.warning("%s: trying again (attempt %d of %d)", spec.key, attempt + 2, 1 + settings.retries)
+    raise AssertionError("unreachable")
+
+
+def _ensure_run_once(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path, Optional[int]]:
     run_dir = root / "runs" / spec.key
     flags = settings.train_flags(spec)
     record_path, summary_path = run_dir / RECORD_FILE, run_dir / "summary.json"
@@ -173,7 +185,7 @@ def ensure_run(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path
             raise ConfigError(f"{run_dir} holds a run made with other settings ({shlex.join(recorded or [])}); "
                               f"use another --out, or delete that directory to redo it")
     if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
-        return "reused", run_dir
+        return "reused", run_dir, None
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -185,8 +197,8 @@ def ensure_run(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path
         why = "timed out" if code == 124 else f"exit code {code}, status {status!r}"
         log.error("%s failed (%s); last lines of %s:\n%s", spec.key, why, run_dir / "launcher.log",
                   _tail(run_dir / "launcher.log"))
-        return "failed", run_dir
-    return "trained", run_dir
+        return "failed", run_dir, code
+    return "trained", run_dir, code
 
 
 def _last(values: Sequence[float]) -> Optional[float]:
@@ -394,6 +406,8 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=d.model)
     parser.add_argument("--train-args", default="", help="more flags for every `crossover-sgd train` (one string)")
     parser.add_argument("--run-timeout", type=float, default=d.timeout_s, help="seconds one run may take")
+    parser.add_argument("--retries", type=int, default=d.retries,
+                        help="start a failed run (not a timed-out one) over this many times")
     parser.add_argument("--out", default="runs/experiments/noniid",
                         help="output directory (re-running with the same one reuses finished runs)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
@@ -420,8 +434,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--first-seed must be >= 0")
     if not 0 <= args.momentum < 1 or args.weight_decay < 0 or args.warmup_epochs < 0:
         raise ConfigError("--momentum must be in [0, 1), --weight-decay and --warmup-epochs >= 0")
-    if not args.run_timeout > 0:
-        raise ConfigError("--run-timeout must be > 0")
+    if not args.run_timeout > 0 or args.retries < 0:
+        raise ConfigError("--run-timeout must be > 0, --retries >= 0")
     _check_train_args(args.train_args)
 
 
@@ -429,7 +443,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return Settings(nodes=args.nodes, epochs=args.epochs, batch_size=args.batch_size, lr_schedule=args.lr_schedule,
                     warmup_epochs=args.warmup_epochs, momentum=args.momentum, weight_decay=args.weight_decay,
                     partition=args.partition, graph=args.graph, dataset=args.dataset, model=args.model,
-                    train_args=shlex.split(args.train_args), timeout_s=args.run_timeout)
+                    train_args=shlex.split(args.train_args), timeout_s=args.run_timeout, retries=args.retries)
 
 
 def run(args: argparse.Namespace) -> int:

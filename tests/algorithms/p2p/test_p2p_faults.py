@@ -158,3 +158,39 @@ def test_async_step_does_not_wait_for_a_slow_node(tmp_path):
     assert len({s["steps_done"] for s in summaries.values()}) == 1
     for summary in summaries.values():  # nobody was dropped: the slow node had a heartbeat, the others ended
         assert summary["node"]["dropped_neighbours"] == []
+
+
+def test_under_the_local_launcher_with_swap_timeout_the_other_ranks_finish(tmp_path):
+    """``--nproc 4`` with ``--swap-timeout``: the launcher announces the killed rank and lets the
+    others finish (instead of stopping them); the job succeeds when every other rank does."""
+    import uuid
+
+    from support import kill_marked, marked_processes
+
+    marker, out = uuid.uuid4().hex, tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "crossover_sgd", "train", "--nproc", "4", "--algorithm", "admm-isvr",
+         "--swap-timeout", "5", "--epochs", str(EPOCHS), "--out", str(out), "--workers", "0"],
+        env=child_env({"CUDA_VISIBLE_DEVICES": "", "CROSSOVER_SGD_TEST_MARKER": marker}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not all((out / "nodes" / f"node{i}.csv").exists() for i in range(4)):
+            assert time.monotonic() < deadline and launcher.poll() is None, "the run never got going"
+            time.sleep(0.1)
+        (victim,) = [pid for pid, env in marked_processes(marker).items()
+                     if env.get("RANK") == "2" and env.get("CROSSOVER_SGD_LAUNCHER") == "local"]
+        os.kill(victim, signal.SIGKILL)
+        _, err = launcher.communicate(timeout=WAIT_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        left = kill_marked(marker)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "rank 2 exited with code -9; the other ranks go on without it (--swap_timeout)" in err
+    assert left == {}
+    for i in (0, 1, 3):
+        node = json.loads((out / "nodes" / f"node{i}.json").read_text())
+        assert node["status"] == "finished"
+        assert node["node"]["dropped_neighbours"] == (["node2"] if i in (1, 3) else [])
