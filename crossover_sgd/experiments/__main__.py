@@ -1,4 +1,4 @@
-"""``python -m crossover_sgd.experiments {scalability,mixing} ...``: the same as ``crossover-sgd experiment``."""
+"""``python -m crossover_sgd.experiments {scalability,mixing,noniid} ...``: the same as ``crossover-sgd experiment``."""
 
 from crossover_sgd.experiments.cli import main
 

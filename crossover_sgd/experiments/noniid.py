@@ -19,23 +19,28 @@ Optimiser settings (shared by every run, the original's: plain SGD): ``--momentu
 (PDMM/ADMM-SGD, PDMM/ADMM-ISVR) and CADMM replace the optimizer's step with their own update and
 have no momentum; momentum for D-SGD and Gossip SGD alone would compare optimisers, not methods.
 
-Learning rates (``DEFAULT_LRS``, chosen for ``small_cnn`` on digits, 8 nodes on a ring, 40
-epochs, with the method's other options at their defaults): a grid of three per method on seed
-0, picked by the mean over nodes of the nodes' *own* held-out accuracy (``val_acc``; never the
-test set), the single node by its final training loss (it has no held-out data of its own). The
-grid ran through this command (``--lr METHOD=A,B,C``, see below); the numbers are in
-``docs/results.md``. Why the values differ between methods:
+Learning rates (``DEFAULT_LRS``) were chosen for ``small_cnn`` on digits, 8 nodes on a ring
+(``--round 1``: every edge every step), 40 epochs, each method's other options at their defaults,
+with this command's grid (``--lr METHOD=A,B``): two values per method, three for the single node,
+on seed 0, the short 20-epoch runs beforehand having placed the range. The pick is by the mean over
+nodes of the nodes' accuracy on their *own* held-out data (``val_acc``), ties by their loss on it;
+never by the test set. The single node, which has no held-out data of its own, by its final
+training loss. The grid's numbers are in ``docs/results.md``. Why the values differ by method:
 
 * ``single``, ``dsgd``, ``gossip-sgd``, ``cadmm`` take plain SGD steps of size ``lr`` (plus
-  averaging, or CADMM's penalty ``c * 2E * x``, small at ``rho_init`` 0.1): without momentum
-  small_cnn wants a large step, 0.3 to 1.
+  averaging, or CADMM's penalty ``c * 2E * x``, small at ``rho_init`` 0.1). Without momentum
+  small_cnn wants large steps: the larger value of each grid won (single 1 of 0.1/0.3/1, D-SGD
+  and Gossip 2 of 1/2, CADMM 1 of 0.3/1).
 * ``pdmm-isvr``/``admm-isvr`` with ``piw 1`` and ``K = 1``: ``eta = 1/lr``, so the update is
-  ``w = (w - lr*g + sum_j A z_j) / (1 + E)``: the gradient step is ``lr/(1+E)``, a third of
-  ``lr`` on the ring (E = 2). Their lr is therefore about 3x the SGD methods'.
+  ``w = (w - lr*g + sum_j A z_j) / (1 + E)``: the gradient step is ``lr/(1+E)``, a third of ``lr``
+  on the ring (E = 2). Yet lr 1 (a step of 1/3) is near their edge of stability: lr 3 diverged in
+  a 20-epoch check, and lr 1 diverged at epoch 9 in an IID control (``--partition iid``, seed 0),
+  though in none of the non-IID runs. Picked: 1 of 0.5/1 (0.5 is 1-2 points lower at 40 epochs).
 * ``pdmm-sgd``/``admm-sgd``: ``w = (mu*w - g + ...) / (mu + s*(eta+rho))`` with ``mu = 1/lr`` and
   ``s = sqrt(fan-in)``: the gradient step of a tensor is ``lr / (1 + lr*s*1.1)``, which saturates
   at ``1/(1.1*s)`` (0.3 for the first convolution, 0.05 for the second, 0.03 for the classifier):
-  beyond lr ~ 1 a larger lr changes little, and the method's ``eta``/``rho`` bound the step.
+  beyond lr ~ 1 the lr changes little (3 and 10 end within a point of each other); ``eta`` and
+  ``rho`` (the original's 1 and 0.1) bound the step. Picked: PDMM-SGD 3, ADMM-SGD 10.
 
 ``--lr`` takes ``METHOD=LR`` (or ``METHOD=A,B,C``: a grid, tuned on the first seed as above; the
 other seeds run the pick) or a bare number for every method and the single node; ``single``
@@ -79,8 +84,8 @@ METHODS = ("dsgd", "gossip-sgd", "pdmm-sgd", "admm-sgd", "pdmm-isvr", "admm-isvr
 #: The name of the single-node reference (``--nproc 1 --algorithm allreduce``, all the data).
 SINGLE = "single"
 #: Learning rate per method (see the module docstring: a grid on seed 0, 8 nodes, 40 epochs).
-DEFAULT_LRS: Dict[str, float] = {SINGLE: 0.3, "dsgd": 1.0, "gossip-sgd": 1.0, "pdmm-sgd": 3.0, "admm-sgd": 3.0,
-                                 "pdmm-isvr": 3.0, "admm-isvr": 3.0, "cadmm": 0.3}
+DEFAULT_LRS: Dict[str, float] = {SINGLE: 1.0, "dsgd": 2.0, "gossip-sgd": 2.0, "pdmm-sgd": 3.0, "admm-sgd": 10.0,
+                                 "pdmm-isvr": 1.0, "admm-isvr": 1.0, "cadmm": 1.0}
 DESCRIPTIONS = {SINGLE: "one node, all the training data (AllReduce-SGD, 1 process)",
                 "dsgd": "D-SGD", "gossip-sgd": "Gossip SGD", "pdmm-sgd": "PDMM-SGD (KDD 2020)",
                 "admm-sgd": "ADMM-SGD (KDD 2020)", "pdmm-isvr": "PDMM-ISVR (ICML 2021)",
@@ -150,7 +155,8 @@ def parse_lrs(items: Sequence[str], methods: Sequence[str]) -> Dict[str, List[fl
             try:
                 numbers = [float(v) for v in values.split(",") if v]
             except ValueError:
-                raise ConfigError(f"--lr {part!r}: learning rates are numbers (METHOD=LR or METHOD=LR,LR,...)") from None
+                raise ConfigError(f"--lr {part!r}: learning rates are numbers "
+                                  "(METHOD=LR or METHOD=LR,LR,...)") from None
             if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
                 raise ConfigError(f"--lr {part!r}: give learning rates > 0")
             if len(set(numbers)) != len(numbers):
@@ -222,6 +228,7 @@ def collect_run(spec: RunSpec, run_dir: Path) -> Dict[str, Any]:
     for name, col in columns.items():
         nodes.append({"node": name, "final_test_acc": _last(col.get("test_acc", [])),
                       "final_val_acc": _last(col.get("val_acc", [])),
+                      "final_val_loss": _last(col.get("val_loss", [])) if spec.method != SINGLE else None,
                       "final_test_loss": _last(col.get("test_loss", [])),
                       "final_train_loss": _last(col.get("train_loss", [])),
                       "epochs": [int(e) for e in col.get("epoch", [])],
@@ -244,11 +251,21 @@ def selection_score(record: Dict[str, Any]) -> float:
     return stats["mean"] if stats["mean"] is not None else -math.inf
 
 
+def selection_loss(record: Dict[str, Any]) -> float:
+    """The tie-break of :func:`selection_score` (lower is better): the nodes' mean loss on their
+    own held-out data (the single node: its training loss). The held-out sets are small (about
+    18 images per node of digits): near consensus the nodes agree, and accuracies tie."""
+    key = "final_train_loss" if record["method"] == SINGLE else "final_val_loss"
+    stats = tables.spread(n.get(key) for n in record["nodes"])
+    return stats["mean"] if stats["mean"] is not None else math.inf
+
+
 def pick_lr(records: Sequence[Dict[str, Any]]) -> Optional[float]:
-    """The learning rate of the best-scoring record (the smaller lr on a tie)."""
+    """The learning rate of the best-scoring record (on a tie: the lower held-out loss, then the
+    smaller lr)."""
     if not records:
         return None
-    return max(records, key=lambda r: (selection_score(r), -r["lr"]))["lr"]
+    return max(records, key=lambda r: (selection_score(r), -selection_loss(r), -r["lr"]))["lr"]
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -302,7 +319,8 @@ def markdown(rows: Sequence[Dict[str, Any]], settings: Settings, seeds: Sequence
         f"`--partition {settings.partition}`, {settings.epochs} epochs, batch {settings.batch_size} per node, "
         f"momentum {settings.momentum:g}, weight decay {settings.weight_decay:g}, {settings.lr_schedule} schedule, "
         f"seeds {', '.join(map(str, seeds))}. The single node trains on all the training data "
-        "(`--nproc 1 --algorithm allreduce`).",
+        "(`--nproc 1 --algorithm allreduce`)."
+        + (f" More `train` flags, every run: `{shlex.join(settings.train_args)}`." if settings.train_args else ""),
         "Final top-1 accuracy (%) on the shared test set (the data's validation set, the same for every node), "
         "over every node and seed: mean ± standard deviation, min - max, the gap of the mean to the single node's "
         "(percentage points), the worst node (node/seed); the last column is the mean accuracy of the nodes on "
@@ -311,13 +329,15 @@ def markdown(rows: Sequence[Dict[str, Any]], settings: Settings, seeds: Sequence
                                "gap to single (pp)", "worst node (%)", "own val acc (%)"], table),
     ]
     if tuning:
-        grid = [[f"`{t['method']}`", f"{t['lr']:g}", f"{t['score']:.4f}" if t["method"] == SINGLE
-                 else _pct(t["score"]), _pct(t["test_acc_mean"]), "**picked**" if t["picked"] else ""]
+        grid = [[f"`{t['method']}`", f"{t['lr']:g}", "-" if t["method"] == SINGLE else _pct(t["score"]),
+                 f"{t['tie_break_loss']:.4f}", _pct(t["test_acc_mean"]), "**picked**" if t["picked"] else ""]
                 for t in tuning]
         parts += ["## Learning-rate grid (first seed)",
-                  "Picked by the nodes' mean accuracy on their own held-out data (never the test set); the "
-                  "single node, which has none, by its final training loss (score: minus the loss).",
-                  tables.markdown_table(["method", "lr", "score (own val %, or -loss)", "test acc (%)", ""], grid)]
+                  "Picked by the nodes' mean accuracy on their own held-out data, ties by their mean loss on it "
+                  "(never the test set); the single node, which has no held-out data of its own, by its final "
+                  "training loss. The test accuracy is shown, not used.",
+                  tables.markdown_table(["method", "lr", "own val acc (%)", "own val loss (single: train loss)",
+                                         "test acc (%)", ""], grid)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -342,11 +362,12 @@ def plot(records: Sequence[Dict[str, Any]], methods: Sequence[str], settings: Se
     plt = pyplot()
     written = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    for index, method in enumerate((SINGLE, *methods)):
+    for method in (SINGLE, *methods):
         epochs, mean, low, high = _series([r for r in records if r["method"] == method])
         if not epochs:
             continue
-        style = dict(color="black", ls="--", lw=1.6) if method == SINGLE else dict(color=f"C{index - 1}", lw=1.4)
+        style = (dict(color="black", ls="--", lw=1.6) if method == SINGLE  # a method's colour: the same in every figure
+                 else dict(color=f"C{METHODS.index(method)}", lw=1.4))
         ax.plot(epochs, [100 * v for v in mean], label=method, **style)
         ax.fill_between(epochs, [100 * v for v in low], [100 * v for v in high], color=style["color"],
                         alpha=0.08 if method == SINGLE else 0.13, lw=0)
@@ -484,6 +505,7 @@ def run(args: argparse.Namespace) -> int:
             if len(grid) > 1:
                 for r in first:
                     tuning.append({"method": method, "lr": r["lr"], "score": selection_score(r),
+                                   "tie_break_loss": selection_loss(r),
                                    "test_acc_mean": tables.spread(n["final_test_acc"] for n in r["nodes"])["mean"],
                                    "picked": r["lr"] == picked})
                 log.info("%s: lr %s picked on seed %d (of %s)", method, picked, seeds[0], grid)
@@ -497,6 +519,7 @@ def run(args: argparse.Namespace) -> int:
         rows = aggregate(records, methods)
         node_rows = [{"method": r["method"], "lr": r["lr"], "seed": r["seed"], "node": n["node"],
                       "final_test_acc": n["final_test_acc"], "final_val_acc": n["final_val_acc"],
+                      "final_val_loss": n["final_val_loss"],
                       "final_test_loss": n["final_test_loss"], "final_train_loss": n["final_train_loss"],
                       "epochs": r["epochs"], "steps": r["steps"]} for r in records for n in r["nodes"]]
         tables.write_csv(out / "noniid.csv", rows)

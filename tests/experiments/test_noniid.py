@@ -26,7 +26,8 @@ def fake_record(method, lr, seed, accs, vals=None, loss=0.5):
     vals = vals or accs
     return {"method": method, "lr": lr, "seed": seed, "algorithm": method, "world_size": len(accs), "epochs": 2,
             "steps": 10, "steps_per_epoch": 5, "wall_time_s": 1.0, "process_time_s": 2.0,
-            "nodes": [{"node": f"node{i}", "final_test_acc": a, "final_val_acc": v, "final_test_loss": 0.3,
+            "nodes": [{"node": f"node{i}", "final_test_acc": a, "final_val_acc": v, "final_val_loss": 1 - v,
+                       "final_test_loss": 0.3,
                        "final_train_loss": loss, "epochs": [1, 2], "test_acc_series": [a / 2, a]}
                       for i, (a, v) in enumerate(zip(accs, vals))]}
 
@@ -51,6 +52,17 @@ def test_flags_of_the_runs():
     assert p2p[p2p.index("--lr") + 1] == "3" and p2p[p2p.index("--seed") + 1] == "2"
     assert p2p[p2p.index("--momentum") + 1] == "0" and p2p[-2:] == ["--eval-every", "1"]
     assert noniid.RunSpec("pdmm-isvr", 3.0, 2).key == "pdmm-isvr/lr3-s2"
+
+
+def test_pick_breaks_ties_by_own_val_loss_then_the_smaller_lr():
+    a, b = fake_record("dsgd", 1.0, 0, [0.9, 0.9]), fake_record("dsgd", 2.0, 0, [0.8, 0.8])
+    for n in b["nodes"]:  # the same own accuracy as a, a lower own loss
+        n["final_val_acc"], n["final_val_loss"] = 0.9, 0.05
+    assert noniid.pick_lr([a, b]) == 2.0
+    for n in b["nodes"]:
+        n["final_val_loss"] = 0.1  # a full tie: the smaller lr
+    assert noniid.pick_lr([b, a]) == 1.0
+    assert noniid.pick_lr([]) is None
 
 
 def test_aggregate_gap_worst_node_and_table():
