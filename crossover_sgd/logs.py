@@ -12,15 +12,16 @@ __all__ = ["setup_logging", "add_log_file"]
 _FORMAT = "%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(rank: int, level: str = "INFO") -> None:
-    """Rank 0 logs at ``level``; other ranks log warnings and errors only."""
+def setup_logging(rank: int, level: str = "INFO", every_rank: bool = False) -> None:
+    """Rank 0 (``every_rank``: this rank whatever its number) logs at ``level``; other ranks log
+    warnings and errors only."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT.format(rank=rank), "%H:%M:%S"))
     root.addHandler(handler)
-    root.setLevel(level.upper() if rank == 0 else logging.WARNING)
+    root.setLevel(level.upper() if rank == 0 or every_rank else logging.WARNING)
 
 
 def add_log_file(path: Path, rank: int) -> Optional[logging.Handler]:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from crossover_sgd.algorithms import ALGORITHMS, Algorithm, build_algorithm
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.comm import first_line, is_communication_failure
-from crossover_sgd.config import TrainConfig
+from crossover_sgd.config import RESNETS, TrainConfig
 from crossover_sgd.errors import ConfigError, render_fields
 from crossover_sgd.logs import add_log_file, setup_logging
 from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
@@ -65,7 +65,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
             exc.quiet = False
             raise
     info = detect_launch()
-    setup_logging(info.rank, config.log_level)
+    setup_logging(info.rank, config.log_level, every_rank=info.launcher == "hosts")  # by hand: its own console
     try:
         check_world_size(config, info)
         logical_placement(info, config.gpu_per_node)
@@ -139,8 +139,10 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     trainer = Trainer(config, ctx, data, algorithm, out) if ctx.role == TRAINER else None  # may refuse input
     run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)
     dist.barrier()  # every rank has checked its input; from here on files are written
+    # the first trainer writes the run's files; so does a node started by hand into a directory of its own
+    lead = ctx.is_main or (own and out.resolve() != Path(chosen[0]).resolve())
     with run_dir.writing():  # a failed write: one line naming --out; a directory of no value is removed
-        if ctx.is_main:
+        if lead:
             run_dir.log_file(add_log_file(out / "train.log", ctx.rank))
             roles = "" if ctx.train_size == ctx.world_size else f" ({ctx.train_size} train)"
             log.info("%s: %d rank(s)%s via %s, backend %s, device %s, out %s", config.algorithm, ctx.world_size, roles,
@@ -148,7 +150,7 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
             if not config.resume:
                 atomic_write_json(out / "config.json", config.to_dict())
             warn_ineffective_options(config, flag_names)
-            if ctx.device.type == "cpu" and config.model != "small_cnn":
+            if ctx.device.type == "cpu" and config.model in RESNETS:
                 log.warning("%s", render_fields(f"{{model}} {config.model} on the CPU: expect seconds to minutes per "
                                                 "step; for a quick check of a setup use {dataset} digits {model} "
                                                 "small_cnn", flag_names))
@@ -158,15 +160,16 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
         else:
             if resume_state is not None:
                 trainer.load_state_dict(resume_state)
-            result = _train(config, ctx, trainer, algorithm, out, started)
+            result = _train(config, ctx, trainer, algorithm, out, started, lead)
         if algorithm.group_collectives:
             dist.barrier()  # every rank, whatever its role, leaves together
         return result
 
 
 def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: Algorithm, out: Path,
-           started: float) -> Dict[str, Any]:
-    """A trainer's loop, then the run's summary (written by the first trainer)."""
+           started: float, lead: bool) -> Dict[str, Any]:
+    """A trainer's loop, then the run's summary (written by the first trainer, or ``lead``: a node
+    started by hand into a directory of its own)."""
     result = trainer.fit()
     trained_s = trainer.wall_time()  # before finish(), which may wait for other ranks
     algorithm.finish(result["status"])
@@ -190,7 +193,7 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
         summary["node"] = algorithm.summary()
         (out / "nodes").mkdir(exist_ok=True)
         atomic_write_json(out / "nodes" / f"{label}.json", {**summary, "final": result["final"]})
-    if ctx.is_main:
+    if lead:
         atomic_write_json(out / "summary.json", summary)
         accs = [a for a in summary["final_val_acc"] if a is not None]
         if accs:

@@ -109,6 +109,8 @@ def test_with_swap_timeout_the_survivors_drop_the_lost_node_and_finish(tmp_path,
                                 "live_neighbours"}
         node = json.loads((tmp_path / f"out{i}" / "nodes" / f"node{i}.json").read_text())
         assert node["status"] == "finished"
+        for name in ("config.json", "summary.json", "train.log"):  # a node started by hand: its own run files
+            assert (tmp_path / f"out{i}" / name).is_file(), (i, name)
         neighbour_of_victim = i in ((VICTIM - 1) % N, (VICTIM + 1) % N)
         assert node["node"]["dropped_neighbours"] == (["node2"] if neighbour_of_victim else [])
         if neighbour_of_victim:
