@@ -532,15 +532,5 @@ def run(args: argparse.Namespace) -> int:
             "rows": rows, "tuning": tuning, "runs": records, "failed": failed,
             "seconds": time.perf_counter() - started})
         written = [out / "noniid.md", out / "noniid.csv", out / "nodes.csv", out / "noniid.json"]
-        if records and not args.no_plots:
-            try:
-                written += plot(records, methods, settings, out)
-            except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
-                log.warning("no plots: %s", exc)
-        print(text)
-        for path in written:
-            print(path)
-        if failed:
-            log.error("%d run(s) failed: %s (re-run the same command to retry them)", len(failed), ", ".join(failed))
-            return 1
-        return 0
+        plots = (lambda: plot(records, methods, settings, out)) if records and not args.no_plots else None
+        return tables.conclude(text, written, plots, failed)

@@ -516,15 +516,6 @@ def run(args: argparse.Namespace) -> int:
             "rows": rows, "runs": records, "skipped": skipped, "failed": failed,
             "seconds": time.perf_counter() - started})
         written = [out / "scalability.md", out / "scalability.csv", out / "runs.csv", out / "scalability.json"]
-        if records and not args.no_plots:
-            try:
-                written += plot(records, rows, variants, out, args.batch_size, args.batch_world, args.batch_sizes)
-            except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
-                log.warning("no plots: %s", exc)
-        print(text)
-        for path in written:
-            print(path)
-        if failed:
-            log.error("%d run(s) failed: %s (re-run the same command to retry them)", len(failed), ", ".join(failed))
-            return 1
-        return 0
+        plots = ((lambda: plot(records, rows, variants, out, args.batch_size, args.batch_world, args.batch_sizes))
+                 if records and not args.no_plots else None)
+        return tables.conclude(text, written, plots, failed)

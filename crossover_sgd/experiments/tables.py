@@ -7,9 +7,13 @@ import io
 import math
 import os
 import platform
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+import logging
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from crossover_sgd.atomic import atomic_write_text
+from crossover_sgd.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["spread", "markdown_table", "csv_text", "write_csv", "machine_description", "fmt_pct", "fmt_sci"]
 
@@ -60,6 +64,23 @@ def csv_text(rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]]
 
 def write_csv(path, rows: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None) -> None:
     atomic_write_text(path, csv_text(rows, columns))
+
+
+def conclude(text: str, written: List[Any], plots: Optional[Callable[[], List[Any]]], failed: Sequence[str]) -> int:
+    """The end of an experiment: draw its plots (``plots``; None: none asked), print the table
+    and the files written, report failed runs; the exit code (1 if a run failed)."""
+    if plots is not None:
+        try:
+            written = written + plots()
+        except ConfigError as exc:  # matplotlib is optional: the tables stand on their own
+            log.warning("no plots: %s", exc)
+    print(text)
+    for path in written:
+        print(path)
+    if failed:
+        log.error("%d run(s) failed: %s (re-run the same command to retry them)", len(failed), ", ".join(failed))
+        return 1
+    return 0
 
 
 def machine_description() -> Dict[str, Any]:
