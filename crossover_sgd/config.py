@@ -24,7 +24,12 @@ __all__ = ["TrainConfig", "AlgorithmSettings", "DATASETS", "MODELS", "DTYPES", "
 DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
-MODELS = ("small_cnn", "logistic") + RESNETS
+#: Models with fixed dropouts (or none) and no normalisation: --drop-rate, --last-drop-rate and
+#: --norm group are refused with them (the reason is shown in the message).
+FIXED_MODELS = {"logistic": "a single linear layer, no dropout",
+                "mnist_cnn": "the PyTorch MNIST example's CNN, its dropouts fixed at 0.25 and 0.5",
+                "alexnet_cifar": "AlexNet for CIFAR-10, its dropouts fixed at 0.5"}
+MODELS = ("small_cnn", "logistic", "mnist_cnn", "alexnet_cifar") + RESNETS
 #: The channel counts of every normalisation layer of the RESNETS (64 * 2^k): checked against --group-channels.
 RESNET_CHANNELS = tuple(64 * 2 ** k for k in range(6))
 #: The accepted values of --norm (ResNets only) and of --partition (how the training set is split over trainers).
@@ -247,10 +252,10 @@ class TrainConfig:
                                   "layer to replace (use {norm} batch)")
             for channels in RESNET_CHANNELS:
                 group_count(channels, self.group_channels)
-        if self.model == "logistic" and (self.drop_rate or self.last_drop_rate):
+        if self.model in FIXED_MODELS and (self.drop_rate or self.last_drop_rate):
             name = "drop_rate" if self.drop_rate else "last_drop_rate"
-            raise ConfigError(f"{{{name}}} {getattr(self, name)} is invalid with {{model}} logistic (a single linear "
-                              f"layer, no dropout): use {{{name}}} 0")
+            raise ConfigError(f"{{{name}}} {getattr(self, name)} is invalid with {{model}} {self.model} "
+                              f"({FIXED_MODELS[self.model]}): use {{{name}}} 0")
 
     def ineffective_options(self, names: Optional[Dict[str, str]] = None) -> List[str]:
         """The options set to a non-default value that this run does not use, each with why:

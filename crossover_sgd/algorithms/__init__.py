@@ -6,14 +6,18 @@ algorithm (its options, flags, checks and metric columns come with it).
 
 from __future__ import annotations
 
-from crossover_sgd.algorithms.base import Algorithm
+from pathlib import Path
+from typing import Optional
+
+from crossover_sgd.algorithms.base import Algorithm, RoleEnv
 from crossover_sgd.algorithms.registry import ALGORITHMS, make_config
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.runtime.process_group import DistContext
 
-__all__ = ["Algorithm", "ALGORITHMS", "build_algorithm", "make_config"]
+__all__ = ["Algorithm", "ALGORITHMS", "RoleEnv", "build_algorithm", "make_config"]
 
 
-def build_algorithm(ctx: DistContext, config: TrainConfig) -> Algorithm:
-    """The algorithm ``config.algorithm`` names (the config is validated already)."""
-    return ALGORITHMS[config.algorithm](ctx, config)
+def build_algorithm(ctx: DistContext, config: TrainConfig, out: Optional[Path] = None) -> Algorithm:
+    """The algorithm ``config.algorithm`` names (the config is validated already), writing its
+    own records (if any) under ``out``."""
+    return ALGORITHMS[config.algorithm](ctx, config, out)

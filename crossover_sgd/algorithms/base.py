@@ -26,6 +26,8 @@ checkpoints and stops on each trainer alone, with no collective over the trainin
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Optional, Type
 
 import torch
@@ -36,7 +38,17 @@ from crossover_sgd.comm import CommStats, broadcast_model
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.runtime.process_group import TRAINER, DistContext
 
-__all__ = ["Algorithm", "TRAINER"]
+__all__ = ["Algorithm", "RoleEnv", "TRAINER"]
+
+
+@dataclass(frozen=True)
+class RoleEnv:
+    """What the training layer gives a rank of another role (:meth:`Algorithm.run_role`): the
+    run's output folder, and the evaluation of a model on the validation set
+    (``evaluate(model) -> {"val_loss": .., "val_acc": ..}``)."""
+
+    out: Path
+    evaluate: Callable[[nn.Module], Dict[str, float]]
 
 
 class Algorithm:
@@ -56,9 +68,10 @@ class Algorithm:
     #: after a lost peer): each trainer evaluates, checkpoints and stops alone.
     group_collectives: ClassVar[bool] = True
 
-    def __init__(self, ctx: DistContext, config: TrainConfig):
+    def __init__(self, ctx: DistContext, config: TrainConfig, out: Optional[Path] = None):
         self.ctx = ctx
         self.config = config
+        self.out = out  # the run's output folder (None: none, e.g. in a unit test)
         self.options = self.options_of(config)
         self.comm = CommStats()
         self.model: nn.Module = nn.Module()
@@ -73,10 +86,21 @@ class Algorithm:
         """The role of each rank of the world (default: every rank trains)."""
         return [TRAINER] * world_size
 
-    def run_role(self, model: nn.Module) -> Dict[str, Any]:
+    def run_role(self, model: nn.Module, env: RoleEnv) -> Dict[str, Any]:
         """The loop of a rank whose role is not ``trainer`` (``self.ctx.role``), given the run's
         initial model; returns this rank's result (what ``run_worker`` returns on it)."""
         raise NotImplementedError(f"{self.name} has no role {self.ctx.role!r}")
+
+    def prepare_role(self, model: nn.Module) -> None:
+        """On a rank of another role, at the point where the trainers call :meth:`prepare`
+        (before any file is written): set the role up (collective calls the trainers' ``prepare``
+        makes too, such as creating process groups) and refuse what it cannot run (ConfigError)."""
+
+    def plan(self, steps_per_epoch: int) -> None:
+        """Told by the training loop once its number of steps per epoch is known."""
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Called with each micro-batch's (detached) training loss."""
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Start every replica from the first trainer's weights; return the module to train with."""

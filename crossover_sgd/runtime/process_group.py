@@ -49,6 +49,7 @@ class DistContext:
     train_ranks: Optional[Tuple[int, ...]] = None  # None: every rank
     train_group: Any = None  # None: the world
     train_control_group: Any = None  # a Gloo group of the trainers for control flags (None: derive)
+    heartbeat: Any = None  # the run's Heartbeat (runtime.watchdog): how long each peer has been silent
 
     @property
     def num_nodes(self) -> int:

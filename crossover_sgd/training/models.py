@@ -1,5 +1,12 @@
-"""Models: a small CNN for the default data, multinomial logistic regression, and the torchvision
-ResNet family.
+"""Models: a small CNN for the default data, multinomial logistic regression, the PyTorch MNIST
+example's CNN (``mnist_cnn``), AlexNet for CIFAR-10 (``alexnet_cifar``), and the torchvision ResNet
+family.
+
+``mnist_cnn`` and ``alexnet_cifar`` (the models of the parameter-server study: MNIST CNN, AlexNet
+and ResNet-18 on CIFAR-10) take any channel count and any image size >= 8: an adaptive average
+pooling before their first linear layer keeps its input size fixed, and is the identity on the
+size each was written for (28x28 and 32x32). They have their own fixed dropouts and no
+normalisation, so ``--norm group``, ``--drop-rate`` and ``--last-drop-rate`` are refused for them.
 
 ResNets keep torchvision's module names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``, ``fc``),
 which Crossover-SGD's ``coarse``/``fine`` segments are cut along. For inputs smaller than 64
@@ -22,7 +29,7 @@ from torch import nn
 
 from crossover_sgd.config import RESNETS, group_count
 
-__all__ = ["SmallCNN", "LogisticRegression", "build_model", "model_dtype"]
+__all__ = ["SmallCNN", "LogisticRegression", "MnistCNN", "AlexNetCifar", "build_model", "model_dtype"]
 
 
 class SmallCNN(nn.Module):
@@ -52,6 +59,80 @@ class LogisticRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(x, 1))
+
+
+class MnistCNN(nn.Module):
+    """The CNN of the PyTorch MNIST example (pytorch/examples, ``mnist/main.py``): conv 1->32 3x3,
+    ReLU, conv 32->64 3x3, ReLU, max-pool 2, dropout 0.25, fc 9216->128, ReLU, dropout 0.5,
+    fc 128->10; same module and parameter names (``conv1``, ``conv2``, ``fc1``, ``fc2``) and
+    PyTorch's default initialisation.
+
+    Two differences: it returns logits (the example ends in ``log_softmax`` for ``nll_loss``; the
+    training loop's cross-entropy applies it), and ``resize``, an ``AdaptiveAvgPool2d(12)`` after
+    the max-pool, brings any map to 12x12 so ``fc1`` stays 64*12*12 -> 128 for any image size >= 6
+    (>= 8 with the configuration's floor) and channel count. On 28x28 the map is already 12x12 and
+    the pooling is the identity: the network is exactly the example's."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.resize = nn.AdaptiveAvgPool2d(12)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(64 * 12 * 12, 128)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        x = self.dropout1(self.resize(self.pool(x)))
+        x = self.dropout2(self.relu(self.fc1(torch.flatten(x, 1))))
+        return self.fc2(x)
+
+
+class AlexNetCifar(nn.Module):
+    """AlexNet for CIFAR-10 in its common small-image layout (as in icpm/pytorch-cifar10,
+    ``models/AlexNet.py``, and the federated and parameter-server code copied from it; the study's
+    own model code is not in its seed, so this is the usual convention, not a verified copy):
+
+    * ``features``: conv C->64 3x3 stride 2 pad 1, ReLU, max-pool 2; conv 64->192 3x3 pad 1,
+      ReLU, max-pool 2; conv 192->384, ReLU; conv 384->256, ReLU; conv 256->256 (3x3 pad 1 each),
+      ReLU, max-pool 2;
+    * ``avgpool``: ``AdaptiveAvgPool2d(2)``;
+    * ``classifier``: dropout 0.5, linear 256*2*2 -> 4096, ReLU, dropout 0.5, linear 4096 -> 4096,
+      ReLU, linear 4096 -> num_classes.
+
+    23.3 M parameters for 10 classes, PyTorch's default initialisation, no normalisation. The
+    max-pools round up (``ceil_mode=True``), so maps smaller than 2 survive them (an 8x8 digit:
+    4 -> 2 -> 1 -> 1); on 32x32 every map they see has an even size (16, 8, 4) and rounding up
+    changes nothing. With ``avgpool`` (the identity on 32x32's 2x2 map) any size >= 8 works and
+    on CIFAR-10 the network is exactly the usual one."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True), _max_pool2(),
+            nn.Conv2d(64, 192, 3, padding=1), nn.ReLU(inplace=True), _max_pool2(),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), _max_pool2(),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(256 * 2 * 2, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _max_pool2() -> nn.MaxPool2d:
+    """2x2 max-pooling, stride 2, rounding up: the floor-mode pooling on even sizes, 1 -> 1 on a 1x1 map."""
+    return nn.MaxPool2d(2, ceil_mode=True)
 
 
 def _then_dropout(module: nn.Module, dropout: Callable[[float], nn.Module], rate: float) -> nn.Module:
@@ -89,11 +170,16 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: i
     ResNets: ``norm="group"`` puts GroupNorm(ceil(C / group_channels), C) in place of every
     BatchNorm2d; ``drop_rate > 0`` puts Dropout2d after the stem and after each stage but the last;
     ``last_drop_rate > 0`` puts Dropout before ``fc``. The small CNN takes the dropouts; the
-    logistic regression none of these (:meth:`TrainConfig.validate` refuses them)."""
+    logistic regression, ``mnist_cnn`` and ``alexnet_cifar`` none of these (their dropouts are
+    fixed; :meth:`TrainConfig.validate` refuses them, and they are ignored here)."""
     if name == "small_cnn":
         return SmallCNN(num_classes, in_channels, drop_rate=drop_rate, last_drop_rate=last_drop_rate)
     if name == "logistic":
         return LogisticRegression(in_channels * image_size * image_size, num_classes)
+    if name == "mnist_cnn":
+        return MnistCNN(num_classes, in_channels)
+    if name == "alexnet_cifar":
+        return AlexNetCifar(num_classes, in_channels)
     if name not in RESNETS:
         raise ValueError(f"unknown model {name!r}")
     import torchvision.models as tvm

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 import torch.distributed as dist
 
-from crossover_sgd.algorithms import ALGORITHMS, Algorithm, build_algorithm
+from crossover_sgd.algorithms import ALGORITHMS, Algorithm, RoleEnv, build_algorithm
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.comm import first_line, is_communication_failure
 from crossover_sgd.config import RESNETS, TrainConfig
@@ -32,7 +33,8 @@ from crossover_sgd.runtime.process_group import (TRAINER, DistContext, assign_ro
 from crossover_sgd.runtime.watchdog import Heartbeat
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
-from crossover_sgd.training.models import initial_model
+from crossover_sgd.training.evaluation import evaluator
+from crossover_sgd.training.models import initial_model, model_dtype
 from crossover_sgd.training.outputs import RunDirectory, default_out_dir
 from crossover_sgd.training.preflight import preflight
 from crossover_sgd.training.trainer import Trainer
@@ -87,7 +89,7 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
                            gpu_per_node=config.gpu_per_node)
     heartbeat = start_heartbeat(ctx) if cls.group_collectives else None  # p2p: the links name lost peers
     try:
-        ctx = assign_roles(ctx, roles)
+        ctx = replace(assign_roles(ctx, roles), heartbeat=heartbeat)
         return _run(config, ctx, data, resume_state, started, flag_names or {})
     except ConfigError as exc:
         exc.quiet = ctx.rank != 0  # found alike by every rank (config x world): rank 0 reports it
@@ -135,8 +137,12 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     dist.broadcast_object_list(chosen, src=0)
     own = config.out is not None and not ALGORITHMS[config.algorithm].group_collectives
     out = Path(config.out if own else chosen[0])  # nodes started by hand may each name their own directory
-    algorithm = build_algorithm(ctx, config)
+    algorithm = build_algorithm(ctx, config, out)
     trainer = Trainer(config, ctx, data, algorithm, out) if ctx.role == TRAINER else None  # may refuse input
+    role_model = None
+    if trainer is None:  # another role (a server): its initial model, checked like a trainer's
+        role_model = initial_model(config, data.num_classes, data.in_channels, data.image_size, ctx.device)
+        algorithm.prepare_role(role_model)
     run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)
     dist.barrier()  # every rank has checked its input; from here on files are written
     # the first trainer writes the run's files; so does a node started by hand into a directory of its own
@@ -155,8 +161,8 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
                                                 "step; for a quick check of a setup use {dataset} digits {model} "
                                                 "small_cnn", flag_names))
         if trainer is None:
-            result = algorithm.run_role(initial_model(config, data.num_classes, data.in_channels, data.image_size,
-                                                      ctx.device))
+            env = RoleEnv(out, evaluator(data.val, ctx.device, model_dtype(config), config.batch_size))
+            result = algorithm.run_role(role_model, env)
         else:
             if resume_state is not None:
                 trainer.load_state_dict(resume_state)
@@ -189,6 +195,10 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
         "torch": torch.__version__,
     }
     label = algorithm.node_label()
+    if label is None and trainer.group.collectives:  # e.g. a parameter server's workers and its result
+        parts = trainer.group.gather_objects(algorithm.summary())
+        if any(parts):
+            summary["trainers"] = parts
     if label is not None:  # every node writes its own (it may be the only one left)
         summary["node"] = algorithm.summary()
         (out / "nodes").mkdir(exist_ok=True)

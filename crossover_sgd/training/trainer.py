@@ -23,6 +23,7 @@ from crossover_sgd.runtime.process_group import DistContext
 from crossover_sgd.training.consensus import consensus_model
 from crossover_sgd.training.checkpoint import prune_own_checkpoints, publish_checkpoint, save_checkpoint
 from crossover_sgd.training.data import DatasetBundle, default_workers
+from crossover_sgd.training.evaluation import validation_totals
 from crossover_sgd.training.group import TrainingGroup
 from crossover_sgd.training.lars_sync import GroupNormSync
 from crossover_sgd.training.models import initial_model, model_dtype
@@ -78,6 +79,7 @@ class Trainer:
             raise ConfigError(
                 f"{{batch_size}} {config.batch_size} x {{local_itr}} {config.local_itr} x {ctx.train_size} ranks "
                 f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
+        algorithm.plan(self.steps_per_epoch)
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_size)
         self.loader_rng = torch.Generator()
         self.loader = DataLoader(train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
@@ -179,6 +181,7 @@ class Trainer:
             self.train_correct += (logits.detach().argmax(1) == targets).sum()
             self.train_seen += targets.numel()
             loss = loss.detach().float()  # a skipped step's non-finite loss must not make the epoch's NaN
+            self.algorithm.observe(loss)
             finite = torch.isfinite(loss)
             self.loss_sum += torch.where(finite, loss, torch.zeros_like(loss))
             self.loss_nonfinite += ~finite
@@ -275,26 +278,16 @@ class Trainer:
                 "consensus_val_acc": self._validate(average, shard=True)["val_acc"],
                 "consensus_distance": distance}
 
-    @torch.no_grad()
     def _validate(self, model: nn.Module, shard: bool, val=None) -> Dict[str, float]:
         """Loss and accuracy of ``model`` on ``val`` (default: the validation set); ``shard``:
         every rank takes a part of the set (the model must then be the same on every rank) and
         the totals are summed."""
-        model.eval()
         val = self.data.val if val is None else val
         shard = shard and self.group.size > 1
         if shard:
             val = Subset(val, range(self.group.rank, len(val), self.group.size))
-        loader = DataLoader(val, batch_size=max(256, self.config.batch_size), num_workers=self.workers)
-        totals = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)  # loss sum, correct, count
-        for inputs, targets in loader:
-            inputs = self._to_device(inputs)
-            targets = targets.to(self.ctx.device)
-            with self.precision.autocast():
-                logits = model(inputs).to(self.dtype)  # autocast's half-precision logits: back to the model's
-            totals[0] += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
-            totals[1] += (logits.argmax(1) == targets).sum()
-            totals[2] += targets.numel()
+        totals = validation_totals(model, val, self._to_device, self.ctx.device, self.dtype, self.config.batch_size,
+                                   self.workers, self.precision.autocast)
         if shard:
             self.group.sum_(totals, what="evaluation")
         model.train()

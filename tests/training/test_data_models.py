@@ -1,4 +1,5 @@
-"""Data sets (read from disk, never downloaded) and models (small CNN, torchvision ResNets)."""
+"""Data sets (read from disk, never downloaded) and models (small CNN, the MNIST example CNN,
+AlexNet for CIFAR-10, torchvision ResNets)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from crossover_sgd.config import RESNETS, TrainConfig
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.training.data import CIFAR10Batches, SyntheticImages, build_datasets, load_digits, preflight_data
-from crossover_sgd.training.models import SmallCNN, build_model
+from crossover_sgd.training.models import AlexNetCifar, MnistCNN, SmallCNN, build_model, initial_model
 from support import cli, read_metrics
 
 
@@ -331,6 +332,127 @@ def test_resnet18_one_channel_input(image_size):
     assert out.shape == (2, 10)
     out.sum().backward()
     assert model.conv1.weight.grad is not None
+
+
+# The parameter-server study's models: digits (8x8x1), MNIST (28x28x1), CIFAR-10 (32x32x3).
+STUDY_INPUTS = [(1, 8), (1, 28), (3, 32)]
+MNIST_EXAMPLE_PARAMETERS = 1_199_882  # pytorch/examples mnist/main.py: Net()
+ALEXNET_CIFAR_PARAMETERS = 23_272_266  # 3 channels, 10 classes
+
+
+@pytest.mark.parametrize("name,cls", [("mnist_cnn", MnistCNN), ("alexnet_cifar", AlexNetCifar)])
+@pytest.mark.parametrize("channels,size", STUDY_INPUTS)
+def test_study_models_forward_any_size_and_channels(name, cls, channels, size):
+    model = build_model(name, 10, in_channels=channels, image_size=size)
+    assert isinstance(model, cls)
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(3, channels, size, size))
+    assert logits.shape == (3, 10) and torch.isfinite(logits).all()
+    model.train()(torch.randn(2, channels, size, size)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert build_model(name, 7, channels, size)(torch.randn(1, channels, size, size)).shape == (1, 7)
+
+
+def test_mnist_cnn_is_the_pytorch_example_on_28x28():
+    import torch.nn.functional as F
+
+    model = build_model("mnist_cnn", 10, in_channels=1, image_size=28)
+    # the example's parameters: names, shapes, count (independent of the image size)
+    assert [(n, tuple(p.shape)) for n, p in model.named_parameters()] == [
+        ("conv1.weight", (32, 1, 3, 3)), ("conv1.bias", (32,)), ("conv2.weight", (64, 32, 3, 3)), ("conv2.bias", (64,)),
+        ("fc1.weight", (128, 9216)), ("fc1.bias", (128,)), ("fc2.weight", (10, 128)), ("fc2.bias", (10,))]
+    assert sum(p.numel() for p in model.parameters()) == MNIST_EXAMPLE_PARAMETERS
+    assert sum(p.numel() for p in build_model("mnist_cnn", 10, 1, 8).parameters()) == MNIST_EXAMPLE_PARAMETERS
+
+    def example(x):  # mnist/main.py's Net.forward, without the final log_softmax
+        x = F.relu(F.conv2d(x, model.conv1.weight, model.conv1.bias))
+        x = F.max_pool2d(F.relu(F.conv2d(x, model.conv2.weight, model.conv2.bias)), 2)
+        x = F.dropout(x, 0.25, model.training)
+        x = F.dropout(F.relu(F.linear(torch.flatten(x, 1), model.fc1.weight, model.fc1.bias)), 0.5, model.training)
+        return F.linear(x, model.fc2.weight, model.fc2.bias)
+
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        # the adaptive pooling of a 12x12 map to 12x12 is the identity, bit for bit
+        pooled = F.max_pool2d(F.relu(model.conv2(F.relu(model.conv1(x)))), 2)
+        assert pooled.shape[-2:] == (12, 12) and torch.equal(model.resize(pooled), pooled)
+        assert torch.equal(model.eval()(x), example(x))
+        model.train()
+        torch.manual_seed(5)
+        ours = model(x)
+        torch.manual_seed(5)
+        assert torch.equal(ours, example(x))  # the same dropout masks, drawn in the same order
+
+
+def test_alexnet_cifar_is_the_usual_layout_on_32x32():
+    model = build_model("alexnet_cifar", 10, in_channels=3, image_size=32).eval()
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (3, 64, (3, 3), (2, 2), (1, 1)), (64, 192, (3, 3), (1, 1), (1, 1)), (192, 384, (3, 3), (1, 1), (1, 1)),
+        (384, 256, (3, 3), (1, 1), (1, 1)), (256, 256, (3, 3), (1, 1), (1, 1))]
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1024, 4096), (4096, 4096), (4096, 10)]
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    assert sum(p.numel() for p in model.parameters()) == ALEXNET_CIFAR_PARAMETERS
+    # On 32x32 the rounding-up pools and the adaptive pooling change nothing: the same network with
+    # floor-mode pools and no adaptive pooling gives the same logits, bit for bit.
+    reference = torch.nn.Sequential(
+        *[torch.nn.MaxPool2d(2) if isinstance(m, torch.nn.MaxPool2d) else m for m in model.features],
+        torch.nn.Flatten(), model.classifier).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+        assert model.features(x).shape == (2, 256, 2, 2)
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "alexnet_cifar"])
+def test_study_models_initial_weights_follow_the_seed(name):
+    def weights(seed):
+        torch.manual_seed(seed)
+        return build_model(name, 10, 1, 28).state_dict()
+
+    first, again, other = weights(3), weights(3), weights(4)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["features.0.weight" if name == "alexnet_cifar" else "conv1.weight"],
+                           other["features.0.weight" if name == "alexnet_cifar" else "conv1.weight"])
+    # what every rank builds: initial_model seeds with config.seed itself
+    config = TrainConfig(model=name, seed=3)
+    built = initial_model(config, 10, 1, 28, torch.device("cpu")).state_dict()
+    assert all(torch.equal(first[k], built[k]) for k in first)
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "alexnet_cifar"])
+def test_study_models_refuse_the_settings_they_have_no_layers_for(name):
+    cases = [
+        (dict(norm="group"), f"--norm group needs a ResNet: --model {name} has no normalisation layer to replace "
+                             "(use --norm batch)"),
+        (dict(drop_rate=0.1), f"--drop-rate 0.1 is invalid with --model {name} ("),
+        (dict(last_drop_rate=0.5), f"--last-drop-rate 0.5 is invalid with --model {name} ("),
+    ]
+    for values, words in cases:
+        with pytest.raises(ConfigError) as info:
+            TrainConfig(model=name, **values).validate()
+        message = info.value.render()
+        assert words in message and "\n" not in message, message
+        if "norm" not in values:
+            flag = words.split()[0]
+            assert "dropouts fixed at" in message and message.endswith(f": use {flag} 0"), message
+    assert TrainConfig(model=name).validate().model == name
+
+
+@pytest.mark.slow
+def test_mnist_cnn_trains_through_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    result = cli("train", "--nproc", "1", "--device", "cpu", "--model", "mnist_cnn", "--epochs", "1",
+                 "--batch-size", "64", "--lr", "0.05", "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    (row,) = read_metrics(out / "metrics_rank0.csv")
+    assert (int(row["epoch"]), int(row["step"])) == (1, 22)  # 1,438 digits / batch 64, the partial batch dropped
+    assert np.isfinite(float(row["train_loss"])) and float(row["val_acc"]) > 0.5  # chance: 0.1
+    assert json.loads((out / "summary.json").read_text())["config"]["model"] == "mnist_cnn"
+    step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    state = torch.load(out / "checkpoints" / f"step{step:08d}" / "rank0.pt", weights_only=True)["model_state"]
+    assert state["conv1.weight"].shape == (32, 1, 3, 3) and state["fc1.weight"].shape == (128, 9216)
 
 
 def test_unknown_model_is_refused():
