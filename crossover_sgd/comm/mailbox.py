@@ -81,13 +81,14 @@ class Mailbox:
     """Letters to and from ``groups`` (peer -> two-rank group); see the module docstring.
 
     ``payload(peer, header)``: the empty tensors a letter with ``header`` from ``peer`` carries.
-    ``names``: how errors name a peer (``{3: "worker rank 3"}``)."""
+    ``names``: how errors name a peer (``{3: "worker rank 3"}``). ``delay_s``: every letter
+    leaves that much later (a slow link on purpose, for tests and benchmarks)."""
 
     def __init__(self, rank: int, groups: Mapping[int, Any],
                  payload: Callable[[int, List[float]], List[torch.Tensor]], *, stats: CommStats,
                  last_kinds: Sequence[int] = (), names: Optional[Mapping[int, str]] = None,
                  timeout_s: float = 300.0, bound_s: Optional[float] = None,
-                 liveness: Optional[Callable[[int], Optional[float]]] = None):
+                 liveness: Optional[Callable[[int], Optional[float]]] = None, delay_s: float = 0.0):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.rank, self.groups, self.payload, self.stats = rank, dict(groups), payload, stats
@@ -96,6 +97,7 @@ class Mailbox:
         self.timeout_s = timeout_s
         self.bound_s = bound_s if bound_s is not None else 4 * timeout_s
         self.liveness = liveness
+        self.delay_s = delay_s  # added before every letter leaves: a slow link on purpose
         self.heard: Dict[int, float] = {peer: time.monotonic() for peer in self.groups}
         self._inbox: "queue.Queue[Any]" = queue.Queue()
         self._held: List[Letter] = []  # taken from the queue but not asked for yet (see receive)
@@ -143,6 +145,8 @@ class Mailbox:
             head, tensors = outbox.get()
             try:
                 if not failed:
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
                     dist.send(head, dst=peer, group=group)
                     for tensor in tensors:
                         dist.send(tensor, dst=peer, group=group)

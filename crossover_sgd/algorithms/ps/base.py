@@ -66,6 +66,8 @@ class PSOptions(AlgorithmOptions):
     ps_lr_schedule: str = option("constant", "parameter server: --ps-lr over training progress", choices=SCHEDULES)
     ps_eval_every: int = option(1, "parameter server: evaluate the server's model every N aggregations (and "
                                    "at the end)", minimum=1, metavar="N")
+    ps_delay: float = option(0.0, "parameter server: every server reply leaves this many seconds late (a slow "
+                                  "link on purpose, for tests and benchmarks)", minimum=0.0, metavar="SECONDS")
     k_trace: Optional[str] = option(None, "parameter server: replay the k of every push from an earlier run's "
                                           "directory (its ps/worker_rank*.csv)", metavar="DIR")
 

@@ -64,7 +64,7 @@ class ShardServer:
         peers_shard = {peer: (peer if peer < self.shards else self.shard) for peer in groups}
         self.mailbox = Mailbox(ctx.rank, groups, lambda peer, header: self.wire.payload(peers_shard[peer], header),
                                stats=algorithm.comm, last_kinds=LAST_KINDS, names=algorithm.names(),
-                               timeout_s=config.timeout, liveness=algorithm.liveness())
+                               timeout_s=config.timeout, liveness=algorithm.liveness(), delay_s=opts.ps_delay)
         self.lr = opts.ps_lr if opts.ps_lr is not None else config.lr
         self.lr_now = self.lr
         self._digest = (-1, 0)  # (round, digest of x after it)
