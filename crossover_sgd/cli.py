@@ -37,11 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--device", default="auto")
     info.add_argument("--nproc", type=int, default=None)
     info.add_argument("--json", default=None, help="also write the gathered table to this JSON file")
-    from crossover_sgd import ecl, experiments, plotting
+    from crossover_sgd import ecl, experiments, jsac, plotting
 
     experiments.add_subparser(sub)
     plotting.add_subparser(sub)
     ecl.add_subparser(sub, run_train)  # the original peer-to-peer code's command line
+    jsac.add_subparser(sub, run_train)  # the original parameter-server code's command line
     return parser
 
 

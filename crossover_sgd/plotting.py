@@ -13,6 +13,13 @@ the test accuracy (the shared validation set), the validation accuracy (the node
 data), the training loss and the live neighbours over the epochs, with a marker wherever a node's
 live neighbours fell (a neighbour lost or done) and the count of neighbours dropped.
 
+A run of the parameter-server family (``--algorithm localsgd|osp|losp|dqlosp``) has ``ps/``:
+``server.png`` draws the server model's test accuracy and loss (``ps/shard0.csv``, a star at the
+end from ``ps/shard0.json``) against wall time and against global iterations, one line per run
+(the algorithms side by side); ``workers.png`` (``workers_<run>.png`` when several runs are drawn)
+shows per worker (``ps/worker_rank{r}.csv``), one line each, the k of every push and its latency
+(push to reply: communication) against the time the worker spent blocked waiting for it.
+
 Matplotlib is an optional extra (``pip install 'crossover-sgd[plot]'``) and is imported only when
 a figure is drawn; a missing matplotlib, a directory without metrics or an unreadable CSV is one clear error line.
 Also used by :mod:`crossover_sgd.experiments` for its figures.
@@ -32,15 +39,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["RunMetrics", "Quantity", "QUANTITIES", "NODE_PANELS", "load_run", "plot_runs", "plot_nodes",
-           "neighbour_losses", "distinct_names", "pyplot", "add_subparser", "configure", "run", "main"]
+__all__ = ["RunMetrics", "Quantity", "QUANTITIES", "NODE_PANELS", "SERVER_PANELS", "load_run", "plot_runs",
+           "plot_nodes", "plot_server", "plot_workers", "neighbour_losses", "distinct_names", "pyplot",
+           "add_subparser", "configure", "run", "main"]
 
 log = logging.getLogger(__name__)
 
 PLOT_EXTRA_HINT = "pip install 'crossover-sgd[plot]' (or pip install matplotlib)"
 DESCRIPTION = ("Draw the training curves of one or several runs (their --out directories) into PNG files: "
                "one figure per quantity, one line per run (mean over ranks, band: lowest to highest rank); "
-               "for a run with per-node CSVs (nodes/*.csv) also one figure of its nodes, one line per node.")
+               "for a run with per-node CSVs (nodes/*.csv) also one figure of its nodes, one line per node; "
+               "for parameter-server runs (ps/) the server model's accuracy against time and iterations, "
+               "one line per run, and per run one figure of its workers' pushes.")
 
 
 def pyplot():
@@ -77,10 +87,16 @@ class RunMetrics:
     name: str = ""  # how the run is called in legends (default: its directory name)
     #: Per node (``nodes/<node>.csv``, in node order): a column name -> values per evaluation.
     nodes: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
+    #: The parameter-server family: shard 0's rows (``ps/shard0.csv``), its summary at the end
+    #: (``ps/shard0.json``) and per worker (``ps/worker_rank{r}.csv``, in rank order) its pushes.
+    server: Dict[str, List[float]] = field(default_factory=dict)
+    server_final: Dict[str, float] = field(default_factory=dict)
+    workers: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        ranks = f"{self.world_size} rank{'s' if self.world_size != 1 else ''}"
+        count, noun = (len(self.workers), "worker") if self.workers else (self.world_size, "rank")
+        ranks = f"{count} {noun}{'s' if count != 1 else ''}"
         return f"{self.name or self.path.name} ({self.algorithm}, {ranks})"
 
     def epochs(self) -> List[float]:
@@ -138,9 +154,15 @@ def load_run(path: Path) -> RunMetrics:
     ranks = [r for r in ranks if r.get("epoch")]
     node_files = sorted((f for f in (path / "nodes").glob("*.csv") if f.is_file()), key=_node_key)
     nodes = {f.stem: _read_csv(f, required="epoch") for f in node_files}
-    if not ranks and not any(n.get("epoch") for n in nodes.values()):
-        raise ConfigError(f"{path} holds no metrics (no metrics_rank*.csv or nodes/*.csv with an evaluation): "
-                          "not a run directory, or the run has not finished its first epoch")
+    shard0 = path / "ps" / "shard0.csv"
+    server = _read_csv(shard0, required="round") if shard0.is_file() else {}
+    worker_files = sorted((f for f in (path / "ps").glob("worker_rank*.csv") if f.is_file()), key=_node_key)
+    workers = {f.stem: _read_csv(f, required="push") for f in worker_files}
+    if not ranks and not any(n.get("epoch") for n in nodes.values()) and not server.get("round") \
+            and not any(w.get("push") for w in workers.values()):
+        raise ConfigError(f"{path} holds no metrics (no metrics_rank*.csv or nodes/*.csv with an evaluation, "
+                          "no ps/*.csv with a row): not a run directory, or the run has not finished its first "
+                          "epoch")
     algorithm, world = "?", len(ranks) or len(nodes)
     # a directory of nodes alone (copied from the nodes' machines): a node's summary has the config
     summaries = [Path("nodes") / f"{node}.json" for node in nodes]
@@ -157,7 +179,25 @@ def load_run(path: Path) -> RunMetrics:
         algorithm = str(config.get("algorithm", algorithm))
         world = int(data.get("world_size") or config.get("nproc") or world)
         break
-    return RunMetrics(path, algorithm, world, ranks, nodes=nodes)
+    return RunMetrics(path, algorithm, world, ranks, nodes=nodes, server=server,
+                      server_final=_server_final(path / "ps" / "shard0.json"), workers=workers)
+
+
+def _server_final(path: Path) -> Dict[str, float]:
+    """The numbers of shard 0's summary at the end (empty if it is missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    final = {}
+    for key in ("wall_time_s", "global_iterations", "test_acc", "test_loss"):
+        try:
+            final[key] = float(data[key])
+        except (KeyError, TypeError, ValueError):
+            final[key] = math.nan
+    return final
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -190,7 +230,9 @@ def plot_runs(paths: Sequence[Path], out: Path, quantities: Sequence[Quantity] =
               dpi: int = 120) -> List[Path]:
     """Draw every quantity for the runs in ``paths`` into ``out/<quantity>.png``, and the nodes of
     each run with per-node CSVs into ``out/nodes.png`` (several runs: ``out/nodes_<run>.png``);
-    return the files."""
+    for parameter-server runs the server's model of every one into ``out/server.png`` and the
+    workers of each into ``out/workers.png`` (several runs: ``out/workers_<run>.png``); return
+    the files."""
     runs = [load_run(Path(p)) for p in paths]
     for run, name in zip(runs, distinct_names([r.path for r in runs])):
         run.name = name
@@ -215,15 +257,25 @@ def plot_runs(paths: Sequence[Path], out: Path, quantities: Sequence[Quantity] =
         if notes:
             ax.text(0.01, 0.01, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="bottom", color="0.35")
         written.append(save_figure(fig, out / f"{quantity.name}.png", dpi))
-    with_nodes = [run for run in runs if run.nodes]
     taken: set = set()
-    for run in with_nodes:
-        name = "nodes" if len(runs) == 1 else f"nodes_{_file_part(run.name or run.path.name)}"
-        while name in taken:  # two names that differ only in characters a file name avoids
-            name += "_"
-        taken.add(name)
-        written.append(plot_nodes(run, out / f"{name}.png", dpi))
+    for run in runs:
+        if run.nodes:
+            written.append(plot_nodes(run, out / _per_run_file("nodes", run, len(runs), taken), dpi))
+    if any(run.server.get("round") for run in runs):
+        written.append(plot_server(runs, out / "server.png", dpi))
+    for run in runs:
+        if run.workers:
+            written.append(plot_workers(run, out / _per_run_file("workers", run, len(runs), taken), dpi))
     return written
+
+
+def _per_run_file(prefix: str, run: RunMetrics, count: int, taken: set) -> str:
+    """``<prefix>.png`` for the only run, ``<prefix>_<run>.png`` when ``count`` runs are drawn."""
+    name = prefix if count == 1 else f"{prefix}_{_file_part(run.name or run.path.name)}"
+    while name in taken:  # two names that differ only in characters a file name avoids
+        name += "_"
+    taken.add(name)
+    return f"{name}.png"
 
 
 #: The panels of the per-node figure: (column of nodes/<node>.csv, title, y label, percent, log y).
@@ -313,6 +365,115 @@ def plot_nodes(run: RunMetrics, path: Path, dpi: int = 120) -> Path:
     if never:
         fig.text(0.01, 0.005, f"no evaluation written by: {', '.join(never)}", fontsize=7, color="0.35")
     fig.suptitle(f"{run.label}: per node ({count} node{'s' if count != 1 else ''}, nodes/*.csv)", fontsize=10)
+    return save_figure(fig, path, dpi)
+
+
+#: The server figure: rows (column of ps/shard0.csv, y label, percent, log y) by columns (x column, x label).
+SERVER_PANELS: Tuple[Tuple[Tuple[str, str, bool, bool], ...], Tuple[Tuple[str, str], ...]] = (
+    (("test_acc", "server model: top-1 test accuracy (%)", True, False),
+     ("test_loss", "server model: test loss (cross-entropy, nats)", False, True)),
+    (("elapsed_s", "wall time since the server started (s)"),
+     ("global_iterations", "global iterations (sum of the workers' local steps)")),
+)
+#: Where shard 0's summary (``ps/shard0.json``) has each x column of the server figure.
+_FINAL_KEYS = {"elapsed_s": "wall_time_s", "global_iterations": "global_iterations"}
+
+
+def _finite(xs: Sequence[float], ys: Sequence[float], scale: float = 1.0) -> Tuple[List[float], List[float]]:
+    """The points of ``(xs, ys * scale)`` where both are finite numbers."""
+    pairs = [(x, y * scale) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def plot_server(runs: Sequence[RunMetrics], path: Path, dpi: int = 120) -> Path:
+    """The server model's test accuracy and loss (``ps/shard0.csv``, evaluated on shard 0) against
+    wall time and against global iterations: one line per run with a server, a star at the end
+    (``ps/shard0.json``); written to ``path``."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+
+    rows, columns = SERVER_PANELS
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(11.5, 7.6))
+    handles: Dict[str, Any] = {}
+    for ax_row, (column, ylabel, percent, log_y) in zip(axes, rows):
+        scale = 100.0 if percent else 1.0
+        for ax, (x_column, xlabel) in zip(ax_row, columns):
+            for index, run in enumerate(runs):  # colours as in the other figures: by the run's place
+                if not run.server.get("round"):
+                    continue
+                color = f"C{index % 10}"
+                xs, ys = _finite(run.server.get(x_column, []), run.server.get(column, []), scale)
+                if xs:
+                    ax.plot(xs, ys, color=color, marker="o", ms=2.5, lw=1.4)
+                end_x, end_y = _finite([run.server_final.get(_FINAL_KEYS[x_column], math.nan)],
+                                       [run.server_final.get(column, math.nan)], scale)
+                if end_x:
+                    ax.plot(end_x, end_y, ls="none", marker="*", ms=10, color=color, mec="black", mew=0.6, zorder=5)
+                if xs or end_x:
+                    handles.setdefault(run.label, Line2D([], [], color=color, marker="o", ms=2.5, lw=1.4,
+                                                         label=run.label))
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.grid(True, which="both", alpha=0.3)
+            if not ax.lines:
+                ax.text(0.5, 0.5, f"no {column} values in ps/shard0.csv", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=8, color="0.35")
+            elif log_y and _positive_data(ax):
+                ax.set_yscale("log")
+    legend = list(handles.values())
+    if legend:
+        legend.append(Line2D([], [], ls="none", marker="*", ms=10, color="0.7", mec="black", mew=0.6,
+                             label="at the end (ps/shard0.json)"))
+        axes.flat[0].legend(handles=legend, fontsize=7, loc="best")
+    fig.suptitle("Parameter server: the server's model (shard 0 evaluates it every --ps-eval-every aggregations)",
+                 fontsize=10)
+    return save_figure(fig, path, dpi)
+
+
+def plot_workers(run: RunMetrics, path: Path, dpi: int = 120) -> Path:
+    """``run``'s workers (``ps/worker_rank{r}.csv``), one line each: the k of every push (a hollow
+    square: a final push, at the end of a segment) and the push's latency (push to reply:
+    communication, solid) against the time the worker was blocked waiting for it (dashed);
+    written to ``path``."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (k_ax, time_ax) = plt.subplots(1, 2, figsize=(11.5, 4.6), sharex=True)
+    handles = []
+    for index, (worker, columns) in enumerate(run.workers.items()):
+        color, label = f"C{index % 10}", worker.replace("worker_rank", "worker rank ")
+        pushes, ks, finals = columns.get("push", []), columns.get("k", []), columns.get("final", [])
+        xs, ys = _finite(pushes, ks)
+        if not xs:
+            continue
+        handles.append(Line2D([], [], color=color, marker="o", ms=2.5, lw=1.3, label=label))
+        k_ax.plot(xs, ys, color=color, marker="o", ms=2.5, lw=1.3, drawstyle="steps-mid")
+        final = [(x, k) for x, k, f in zip(pushes, ks, finals) if f == 1]
+        k_ax.plot(*_finite([x for x, _ in final], [k for _, k in final]), ls="none", marker="s", ms=6, mfc="none",
+                  mec=color)
+        for column, style in (("latency_s", "-"), ("wait_s", "--")):
+            time_ax.plot(*_finite(pushes, columns.get(column, [])), color=color, ls=style, marker="o", ms=2, lw=1.2)
+    k_ax.set_title("Local steps k of each push (square: the final push of a segment)", fontsize=9)
+    k_ax.set_ylabel("k (local steps in the push)", fontsize=8)
+    k_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    time_ax.set_title("Communication (latency, solid) against waiting (wait, dashed)", fontsize=9)
+    time_ax.set_ylabel("seconds per push", fontsize=8)
+    for ax in (k_ax, time_ax):
+        ax.set_xlabel("push")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, which="both", alpha=0.3)
+        if not any(len(line.get_xdata()) for line in ax.lines):
+            ax.text(0.5, 0.5, "no pushes in ps/worker_rank*.csv", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=8, color="0.35")
+    if handles:
+        k_ax.legend(handles=handles, fontsize=7, loc="best", ncol=max(1, math.ceil(len(handles) / 10)))
+        time_ax.legend(handles=[Line2D([], [], color="0.3", ls="-", label="latency_s: push to reply"),
+                                Line2D([], [], color="0.3", ls="--", label="wait_s: blocked waiting for the reply")],
+                       fontsize=7, loc="best")
+    count = len(run.workers)
+    fig.suptitle(f"{run.label}: per worker ({count} worker{'s' if count != 1 else ''}, ps/worker_rank*.csv)",
+                 fontsize=10)
     return save_figure(fig, path, dpi)
 
 

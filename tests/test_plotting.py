@@ -1,6 +1,8 @@
 """``crossover-sgd plot``: training curves from real run directories into non-empty PNG files;
-the per-node figure of a run with nodes/*.csv (hand-written runs); one-line errors for a
-directory without metrics, an unreadable node CSV and a missing matplotlib."""
+the per-node figure of a run with nodes/*.csv (hand-written runs); the server and per-worker
+figures of a real parameter-server run (ps/*.csv), alone, side by side with another and beside
+an all-reduce run; one-line errors for a directory without metrics, an unreadable node or
+worker CSV and a missing matplotlib."""
 
 from __future__ import annotations
 
@@ -173,3 +175,85 @@ def test_node_plot_on_the_command_line_and_a_bad_node_csv(nodes_run, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("crossover-sgd: error:"), lines
         assert "node1.csv" in lines[0] and words in lines[0]
         assert not bad_out.exists()  # nothing half-written is left behind
+
+
+# ------------------------------------------------------------------------------------------ parameter server
+def assert_image(path, min_bytes: int = 20_000) -> None:
+    """``path`` is a PNG that decodes (Pillow, matplotlib's own dependency) to a figure-sized image."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > min_bytes, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        image.load()
+        assert image.format == "PNG" and image.width > 600 and image.height > 400, (path, image.size)
+
+
+@pytest.fixture(scope="module")
+def ps_run(tmp_path_factory):
+    """A real LOSP run: one server shard (rank 0) and two workers, one epoch of digits."""
+    out = tmp_path_factory.mktemp("plot-ps") / "losp-run"
+    result = cli("train", "--nproc", "3", "--algorithm", "losp", "--epochs", "1", "--out", str(out),
+                 "--log-level", "WARNING", timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_server_and_worker_figures_of_a_real_ps_run(ps_run, tmp_path):
+    metrics = load_run(ps_run)
+    assert metrics.algorithm == "losp" and list(metrics.workers) == ["worker_rank1", "worker_rank2"]
+    assert "(losp, 2 workers)" in metrics.label
+    rounds = metrics.server["round"]
+    assert rounds and rounds == sorted(rounds) and rounds[0] == 1
+    assert all(0 <= a <= 1 for a in metrics.server["test_acc"])  # --ps-eval-every 1: every round evaluated
+    assert metrics.server["elapsed_s"] == sorted(metrics.server["elapsed_s"])
+    assert metrics.server_final["global_iterations"] == metrics.server["global_iterations"][-1]
+    for columns in metrics.workers.values():
+        assert columns["push"] == list(range(len(columns["push"]))) and columns["final"][-1] == 1
+        assert all(k >= 0 for k in columns["k"]) and all(w <= l + 1e-6 for w, l in
+                                                          zip(columns["wait_s"], columns["latency_s"]))
+    written = plot_runs([ps_run], tmp_path / "plots")
+    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + ["server.png", "workers.png"]
+    for path in written:
+        assert_image(path, 5000)
+    assert_image(tmp_path / "plots" / "server.png")
+    assert_image(tmp_path / "plots" / "workers.png")
+
+
+def test_ps_runs_side_by_side_and_beside_an_allreduce_run(ps_run, run_dir, tmp_path):
+    second = tmp_path / "osp-run"
+    shutil.copytree(ps_run, second)
+    config = json.loads((second / "config.json").read_text())
+    (second / "config.json").write_text(json.dumps({**config, "algorithm": "osp"}))
+    written = plot_runs([ps_run, second, run_dir], tmp_path / "plots")
+    names = [p.name for p in written]
+    # one server figure for both PS runs (the all-reduce run has no server), one worker figure per PS run
+    assert names == [f"{q.name}.png" for q in QUANTITIES] + ["server.png", "workers_losp-run.png",
+                                                             "workers_osp-run.png"]
+    for path in written:
+        assert_image(path, 5000)
+    assert_image(tmp_path / "plots" / "server.png")
+
+
+def test_a_ps_run_of_records_only_and_on_the_command_line(ps_run, tmp_path):
+    records = tmp_path / "records-only"
+    shutil.copytree(ps_run / "ps", records / "ps")  # no metrics_rank*.csv, no config.json
+    (records / "ps" / "shard0.json").unlink()  # no star at the end: the rows alone
+    metrics = load_run(records)
+    assert metrics.ranks == [] and metrics.server_final == {} and len(metrics.workers) == 2
+    assert [p.name for p in plot_runs([records], tmp_path / "one")] == ["server.png", "workers.png"]
+    out = tmp_path / "cli"
+    result = run([sys.executable, "-m", "crossover_sgd.plotting", str(ps_run), "--out", str(out)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {str(out / "server.png"), str(out / "workers.png")} <= set(result.stdout.split())
+    (records / "ps" / "worker_rank2.csv").write_text("epoch,k\n1,2\n")
+    with pytest.raises(ConfigError, match="worker_rank2.csv is not a metrics CSV: it has no 'push' column"):
+        load_run(records)
+    result = run([sys.executable, "-m", "crossover_sgd.plotting", str(records), "--out", str(tmp_path / "bad")],
+                 timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crossover-sgd: error:") and "worker_rank2.csv" in lines[0]
+    assert not (tmp_path / "bad").exists()

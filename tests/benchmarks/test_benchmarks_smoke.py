@@ -18,10 +18,10 @@ pytestmark = pytest.mark.slow
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def run_benchmark(name: str, tmp_path: Path, *extra: str) -> dict:
+def run_benchmark(name: str, tmp_path: Path, *extra: str, timeout: float = 240) -> dict:
     out = tmp_path / f"{name}.json"
     result = run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick", "--json", str(out), *extra],
-                 timeout=240)
+                 timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     data = json.loads(out.read_text())
@@ -100,3 +100,29 @@ def test_consensus_sim_quick(tmp_path):
         assert r["final_error"] < 1, r  # the replicas moved towards their average
     bad = run([sys.executable, str(ROOT / "benchmarks" / "consensus_sim.py"), "--sizes", "1"], timeout=60)
     assert bad.returncode == 2 and "--sizes must be >= 2" in bad.stderr.splitlines()[-1]
+
+
+def test_ps_round_quick(tmp_path):
+    """Five real training runs of the command line (localsgd, osp, allreduce; localsgd and osp
+    with a slow server link): per run its rounds, accuracy and bytes; the overlap rows and goal."""
+    keep = tmp_path / "runs"
+    data = run_benchmark("ps_round", tmp_path, "--keep", str(keep), timeout=420)
+    assert data["settings"]["nprocs"] == [1, 2] and data["settings"]["overlap_goal"] == 1.1
+    runs = {r["algorithm"]: r for r in data["rows"] if r["kind"] == "run"}
+    assert list(runs) == ["localsgd", "osp", "allreduce"]
+    for algorithm, r in runs.items():
+        assert r["rounds"] > 1 and r["global_iterations"] == runs["allreduce"]["global_iterations"], r
+        assert r["round_s_mean"] > 0 and r["train_wall_s"] > 0 and 0 < r["final_acc"] <= r["best_acc"] <= 1, r
+        assert r["time_to_target_s"] is None or r["time_to_target_s"] > 0
+        assert (keep / algorithm / "summary.json").is_file()
+    assert runs["localsgd"]["bytes_sent_per_worker"] > 0 and runs["localsgd"]["round_s_median"] > 0
+    overlaps = {r["algorithm"]: r for r in data["rows"] if r["kind"] == "overlap"}
+    assert list(overlaps) == ["localsgd", "osp"]
+    for r in overlaps.values():
+        assert r["delay_s"] == 0.05 and r["intervals"] > 0 and 1 <= r["mean_k"] <= 8
+        for key in ("step_s", "compute_step_s", "own_compute_step_s", "comm_s", "ideal_step_s", "ratio_to_max",
+                    "ratio_to_sum"):
+            assert r[key] > 0, (r["algorithm"], key)
+        assert r["comm_s"] >= 0.05  # the reply is held back that long
+    assert overlaps["localsgd"]["ratio_to_max"] > 1.2  # it waits for every reply: nothing is overlapped
+    assert [g["algorithm"] for g in data["goals"]] == ["osp"] and isinstance(data["goals"][0]["met"], bool)

@@ -83,7 +83,7 @@ class CentralServerSGD(Algorithm):
         chunk = self.config.batch_size * self.config.local_itr
         return ShardSampler(train_len, 0, self.ctx.train_size, seed=self.config.seed, chunk=chunk).per_rank // chunk
 
-    def run_role(self, model: nn.Module) -> Dict[str, Any]:
+    def run_role(self, model: nn.Module, env) -> Dict[str, Any]:
         assert self.ctx.role == "server" and self.ctx.rank == SERVER, self.ctx
         cfg, trainers = self.config, self.ctx.trainers
         # run_worker passes algorithm.model, which only Trainer.__init__ (prepare) fills: on a

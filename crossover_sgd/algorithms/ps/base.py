@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -80,12 +80,13 @@ class PSOptions(AlgorithmOptions):
                               "records: give the --out of an earlier run of this family")
 
 
-def read_k_trace(directory: str, rank: int) -> List[int]:
-    """The k of each push of worker ``rank`` in an earlier run (``DIR/ps/worker_rank{rank}.csv``)."""
+def read_k_trace(directory: str, rank: int) -> List[Tuple[int, bool]]:
+    """The k of each push of worker ``rank`` in an earlier run (``DIR/ps/worker_rank{rank}.csv``),
+    with whether it was a segment's final push."""
     path = Path(directory) / "ps" / f"worker_rank{rank}.csv"
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            return [int(row["k"]) for row in csv.DictReader(handle)]
+            return [(int(row["k"]), bool(int(row["final"]))) for row in csv.DictReader(handle)]
     except (OSError, KeyError, ValueError) as exc:
         raise ConfigError(f"{{k_trace}} {directory}: cannot read the pushes of rank {rank} from {path}: {exc}") from None
 
@@ -207,10 +208,13 @@ class PSAlgorithm(Algorithm):
         self.steps += 1
         self.synced = False
 
-    def target_k(self) -> Optional[int]:
-        """The k this round must have when replaying a trace (None: decided by the replies)."""
+    def target_k(self) -> Optional[float]:
+        """The k this round must have when replaying a trace (None: decided by the replies; inf:
+        the trace's push is a segment's final one, which only :meth:`flush` sends, even when its
+        k steps are all taken)."""
         if self.trace is not None and self.pushes < len(self.trace):
-            return max(self.trace[self.pushes], 1)
+            k, final = self.trace[self.pushes]
+            return float("inf") if final else max(k, 1)
         return None
 
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -1,0 +1,46 @@
+"""The parameter-server family trains on the default data as a user runs it: ``crossover-sgd train
+--nproc N --algorithm osp`` with 4 and 8 workers (one server rank; two shards at 8 workers),
+every algorithm to at least 90 % test accuracy; the server's model is evaluated per aggregation,
+and at the end every worker holds the server's model (same accuracy as the server's)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from support import cli
+
+pytestmark = pytest.mark.slow
+
+#: Small batches and K = 4 give ~55 rounds in 15 epochs of the 1,437 training digits at 8 workers.
+SETTINGS = ("--epochs", "15", "--batch-size", "16", "--local-steps", "4", "--ps-lr", "0.5", "--ps-eval-every", "10",
+            "--workers", "0", "--timeout", "120", "--log-level", "WARNING")
+
+
+@pytest.mark.parametrize("workers, shards", [(4, 1), (8, 2)], ids=["4-workers", "8-workers-2-shards"])
+@pytest.mark.parametrize("algorithm", ["localsgd", "osp", "losp", "dqlosp"])
+def test_every_algorithm_reaches_90_percent(tmp_path, algorithm, workers, shards):
+    out = tmp_path / "run"
+    done = cli("train", "--nproc", str(workers + shards), "--ps-shards", str(shards), "--algorithm", algorithm,
+               *SETTINGS, "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    server = json.loads((out / "ps" / "shard0.json").read_text())
+    assert summary["status"] == "finished" and len(summary["trainers"]) == workers
+    assert server["test_acc"] >= 0.90, server
+    assert summary["final_val_acc"] == [server["test_acc"]] * workers  # every worker ends on the server's model
+    with (out / "ps" / "shard0.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["round"]) for r in rows] == list(range(1, len(rows) + 1))
+    evaluated = [r for r in rows if not math.isnan(float(r["test_acc"]))]
+    assert [int(r["round"]) for r in evaluated] == [r for r in range(10, len(rows) + 1, 10)]
+    assert int(rows[-1]["global_iterations"]) == sum(t["steps"] for t in summary["trainers"])
+    for s in range(shards):
+        assert json.loads((out / "ps" / f"shard{s}.json").read_text())["rounds"] == len(rows)
+    for t in summary["trainers"]:
+        assert (out / "ps" / f"worker_rank{t['rank']}.csv").is_file()
+        if algorithm == "dqlosp":
+            assert t["copy_checks"] == t["pushes"] * shards > 0
