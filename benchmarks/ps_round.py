@@ -19,19 +19,21 @@ losp | dqlosp``, ``--nproc W+S``), or ``--nproc W`` for ``allreduce``. From thei
   communication)``. From ``ps/worker_rank{r}.csv``, the interval between two consecutive pushes
   ``i`` and ``i+1`` of a worker is ``train_s[i+1] + wait_s[i]`` (the steps computed for push i+1
   and the time blocked for the reply to push i) and holds ``k[i+1]`` steps; intervals touching a
-  segment's end (a final push: evaluation, checkpoint) are left out. *Compute* per step is
-  ``sum(train_s) / sum(k)`` of the localsgd run without delay (each run's own figure is reported
-  too); *communication* ``L`` is the median ``latency_s`` (push to reply) of localsgd with the same
-  delay. Ideal interval: ``max(k * compute, L)``; reported: ``step_s = sum(intervals) / sum(k)``,
-  the ideal ``sum(max(k * compute, L)) / sum(k)`` and their ratio. Goal: at most 1.1 (localsgd,
-  which waits for every reply, is shown for reference: it approaches ``(k * compute + L) /
-  max(...)``).
+  segment's end (a final push: evaluation, checkpoint) are left out. *Compute* per step is the
+  median of ``train_s / k`` of the localsgd run without delay (each run's own figure is reported
+  too, with the ratio against it: on a shared machine two runs' compute differs by tens of %);
+  *communication* ``L`` is the median ``latency_s`` (push to reply) of localsgd with the same
+  delay. Ideal interval: ``max(k * compute, L)``; reported, as medians over the intervals: the
+  step ``interval / k``, the ideal ``max(k * compute, L) / k`` and the ratio ``interval / ideal``
+  (and the ratio of their sums, ``ratio_to_max_mean``). Goal: at most 1.1 (localsgd, which waits
+  for every reply, is shown for reference: it approaches ``(k * compute + L) / max(...)``).
 
 Output: one JSON object per line on stdout (``"kind"``: ``settings``, then ``run`` per training
 run as it ends, ``overlap`` and ``goal``), a table on stderr, and with ``--json PATH`` the whole
 result in the benchmarks' common shape (``benchmark``, ``machine``, ``settings``, ``rows``,
 ``goals``). Defaults take about 2-3 minutes on a 2-core machine (the runs' start-up dominates);
-``--quick`` (1 worker, 1 epoch, localsgd, osp and allreduce) about a minute; for bigger runs, e.g.
+``--quick`` (1 worker, 1 epoch, localsgd, osp and allreduce) about a minute; ``--from-runs DIR``
+reads the runs of an earlier ``--keep DIR`` again without training; for bigger runs, e.g.
 ``--workers 8 --epochs 20 --model resnet18 --dataset cifar10 --data-dir DIR``.
 
 Usage: ``python3 benchmarks/ps_round.py [--workers 2] [--epochs 4] [--ps-delay 0.05] [--json ps.json]``.
@@ -159,32 +161,39 @@ def intervals(run_dir: Path) -> List[Tuple[int, float, float, float]]:
     return found
 
 
-def compute_per_step(run_dir: Path) -> float:
-    """Seconds of computation per local step: sum(train_s) / sum(k) over the run's intervals."""
+def intervals_of(run_dir: Path) -> List[Tuple[int, float, float, float]]:
+    """:func:`intervals`, or a RuntimeError saying how to get some."""
     pairs = intervals(run_dir)
     if not pairs:
         raise RuntimeError(f"{run_dir}: no two consecutive pushes inside a segment: train longer "
                            "(--epochs, --delay-epochs) or with fewer --local-steps")
-    return sum(p[1] for p in pairs) / sum(p[0] for p in pairs)
+    return pairs
+
+
+def compute_per_step(run_dir: Path) -> float:
+    """Seconds of computation per local step: the median over the run's intervals of train_s / k."""
+    return statistics.median(train / k for k, train, _, _ in intervals_of(run_dir))
 
 
 def overlap_row(run_dir: Path, compute_s: float, comm_s: float) -> Dict[str, Any]:
-    """The step time of a delayed run against max(k * compute, communication) per interval."""
-    pairs = intervals(run_dir)
-    if not pairs:
-        raise RuntimeError(f"{run_dir}: no two consecutive pushes inside a segment")
-    steps = sum(p[0] for p in pairs)
-    actual = sum(p[1] + p[2] for p in pairs)
-    own = sum(p[1] for p in pairs) / steps
-    ideal = sum(max(k * compute_s, comm_s) for k, *_ in pairs)
-    ideal_own = sum(max(k * own, comm_s) for k, *_ in pairs)
-    sequential = sum(k * compute_s + comm_s for k, *_ in pairs)
-    return {"intervals": len(pairs), "mean_k": round(steps / len(pairs), 3),
-            "step_s": actual / steps, "compute_step_s": compute_s, "own_compute_step_s": own,
-            "comm_s": comm_s, "wait_step_s": sum(p[2] for p in pairs) / steps,
-            "ideal_step_s": ideal / steps, "ratio_to_max": actual / ideal, "ratio_to_max_own": actual / ideal_own,
-            "ratio_to_sum": actual / sequential,
-            "latency_s_median": statistics.median(p[3] for p in pairs)}
+    """The step time of a delayed run against max(k * compute, communication): medians over its
+    intervals (a stall, e.g. an epoch's data loader starting, moves a median little), and the
+    ratio of the sums over every interval as well (``ratio_to_max_mean``)."""
+    pairs = intervals_of(run_dir)
+    median = statistics.median
+    own = median(train / k for k, train, _, _ in pairs)
+    ideal = [max(k * compute_s, comm_s) for k, *_ in pairs]
+    actual = [train + wait for _, train, wait, _ in pairs]
+    return {"intervals": len(pairs), "mean_k": round(sum(p[0] for p in pairs) / len(pairs), 3),
+            "step_s": median(a / p[0] for a, p in zip(actual, pairs)), "compute_step_s": compute_s,
+            "own_compute_step_s": own, "comm_s": comm_s,
+            "wait_step_s": median(wait / k for k, _, wait, _ in pairs),
+            "ideal_step_s": median(i / p[0] for i, p in zip(ideal, pairs)),
+            "ratio_to_max": median(a / i for a, i in zip(actual, ideal)),
+            "ratio_to_max_own": median(a / max(p[0] * own, comm_s) for a, p in zip(actual, pairs)),
+            "ratio_to_sum": median(a / (p[0] * compute_s + comm_s) for a, p in zip(actual, pairs)),
+            "ratio_to_max_mean": sum(actual) / sum(ideal),
+            "latency_s_median": median(p[3] for p in pairs)}
 
 
 # --------------------------------------------------------------------------------------- runs
@@ -193,6 +202,10 @@ def train(args: argparse.Namespace, root: Path, algorithm: str, delay: float) ->
     ps = algorithm in PS_ALGORITHMS
     name = algorithm if not delay else f"{algorithm}-delay{delay:g}"
     out = root / name
+    if args.from_runs is not None:
+        if not (out / "summary.json").is_file():
+            raise RuntimeError(f"--from-runs {root}: no finished run {name} there (run with --keep {root} first)")
+        return out
     nproc = args.workers + (args.ps_shards if ps else 0)
     command = [sys.executable, "-m", "crossover_sgd", "train", "--nproc", str(nproc), "--algorithm", algorithm,
                "--dataset", args.dataset, "--model", args.model, "--epochs", str(args.delay_epochs if delay else
@@ -247,10 +260,7 @@ def measure(args: argparse.Namespace, root: Path) -> Dict[str, Any]:
     if args.ps_delay > 0 and overlapped and "localsgd" in args.algorithms:
         compute_s = compute_per_step(root / "localsgd")
         reference = train(args, root, "localsgd", args.ps_delay)
-        pairs = intervals(reference)
-        if not pairs:
-            raise RuntimeError(f"{reference}: no two consecutive pushes inside a segment: train longer")
-        comm_s = statistics.median(p[3] for p in pairs)
+        comm_s = statistics.median(p[3] for p in intervals_of(reference))
         for algorithm in ["localsgd"] + overlapped:
             run_dir = reference if algorithm == "localsgd" else train(args, root, algorithm, args.ps_delay)
             row = {"kind": "overlap", "algorithm": algorithm, "delay_s": args.ps_delay, "workers": args.workers,
@@ -278,7 +288,7 @@ def table(result: Dict[str, Any]) -> str:
              f"{result['settings']['dataset']}, target accuracy {result['settings']['target_acc']}",
              common.format_table([C("algorithm", "algorithm"), C("rounds", "rounds"),
                                   C("steps_per_worker_per_round", "k/round", "{:.2f}"),
-                                  C("round_s_median", "round ms (median)", "{:.1f}", ),
+                                  C("round_s_median", "round ms (median)", "{:.1f}"),
                                   C("round_ms_mean", "round ms (mean)", "{:.1f}"),
                                   C("time_to_target_s", "s to target", "{:.2f}"),
                                   C("iterations_to_target", "iters to target"),
@@ -331,6 +341,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--train-args", default="", help="more flags for every run, e.g. \"--momentum 0\"")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the runs here (a directory per run) instead of a temporary directory")
+    parser.add_argument("--from-runs", type=Path, default=None,
+                        help="measure nothing: read the runs an earlier --keep DIR wrote (same settings)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one training run may take")
     parser.add_argument("--quick", action="store_true",
                         help="1 worker, 1 epoch, localsgd, osp and allreduce: a smoke test of about a minute")
@@ -350,7 +362,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse(argv)
     common.setup_logging(args.log_level)
-    if args.keep is not None:
+    if args.from_runs is not None:
+        result = measure(args, args.from_runs)
+    elif args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
         result = measure(args, args.keep)
     else:

@@ -91,10 +91,12 @@ class Algorithm:
         initial model; returns this rank's result (what ``run_worker`` returns on it)."""
         raise NotImplementedError(f"{self.name} has no role {self.ctx.role!r}")
 
-    def prepare_role(self, model: nn.Module) -> None:
+    def prepare_role(self, model: nn.Module, resume_state: Optional[Dict[str, Any]] = None) -> None:
         """On a rank of another role, at the point where the trainers call :meth:`prepare`
         (before any file is written): set the role up (collective calls the trainers' ``prepare``
-        makes too, such as creating process groups) and refuse what it cannot run (ConfigError)."""
+        makes too, such as creating process groups) and refuse what it cannot run (ConfigError).
+        ``resume_state``: with ``--resume``, the first trainer's checkpoint (its model, its
+        algorithm's :meth:`state_dict`)."""
 
     def plan(self, steps_per_epoch: int) -> None:
         """Told by the training loop once its number of steps per epoch is known."""

@@ -159,8 +159,9 @@ def assign_roles(ctx: DistContext, roles: Sequence[str]) -> DistContext:
         raise ConfigError(f"no rank trains among the {ctx.world_size}: the roles are {', '.join(roles)}")
     if len(trainers) == ctx.world_size:
         return replace(ctx, role=roles[ctx.rank])
-    group = dist.new_group(list(trainers))
-    control = group if ctx.backend == "gloo" else dist.new_group(list(trainers), backend="gloo")
+    timeout = timedelta(seconds=ctx.timeout_s)  # not torch's default (30 min): a lost trainer ends the run in time
+    group = dist.new_group(list(trainers), timeout=timeout)
+    control = group if ctx.backend == "gloo" else dist.new_group(list(trainers), backend="gloo", timeout=timeout)
     return replace(ctx, role=roles[ctx.rank], train_ranks=trainers, train_group=group, train_control_group=control)
 
 

@@ -80,10 +80,11 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
     data = build_datasets(config)
     roles = cls.roles(info.world_size, cls.options_of(config))
     resume_state: Optional[Dict[str, Any]] = None
-    if config.resume and roles[info.rank] == TRAINER:
+    if config.resume:  # a rank of another role (a server) resumes from the first trainer's state
         expected = {"world_size": info.world_size, "algorithm": config.algorithm, "model": config.model,
                     "dataset": config.dataset, "batch_size": config.batch_size, "local_itr": config.local_itr}
-        resume_state = load_checkpoint(Path(config.out), info.rank, expected, device, own=not cls.group_collectives)
+        owner = info.rank if roles[info.rank] == TRAINER else roles.index(TRAINER)
+        resume_state = load_checkpoint(Path(config.out), owner, expected, device, own=not cls.group_collectives)
 
     ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
                            gpu_per_node=config.gpu_per_node)
@@ -142,7 +143,7 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     role_model = None
     if trainer is None:  # another role (a server): its initial model, checked like a trainer's
         role_model = initial_model(config, data.num_classes, data.in_channels, data.image_size, ctx.device)
-        algorithm.prepare_role(role_model)
+        algorithm.prepare_role(role_model, resume_state)
     run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)
     dist.barrier()  # every rank has checked its input; from here on files are written
     # the first trainer writes the run's files; so does a node started by hand into a directory of its own

@@ -142,19 +142,24 @@ class PSAlgorithm(Algorithm):
         heartbeat = getattr(self.ctx, "heartbeat", None)
         return heartbeat.staleness if heartbeat is not None else None
 
-    def prepare_role(self, model: nn.Module) -> None:
+    def prepare_role(self, model: nn.Module, resume_state: Optional[Dict[str, Any]] = None) -> None:
+        """A server shard; resumed, it starts from the first worker's checkpoint: checkpoints are
+        taken at a segment's end, where every worker holds the global model and the server's
+        counters (see :meth:`state_dict`)."""
         from crossover_sgd.algorithms.ps.server import ShardServer
 
-        self.server = ShardServer(self, model)  # refuses a shard count the model cannot fill
+        clock = None
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model_state"])
+            clock = resume_state["algorithm_state"]["server_clock"]
+        self.server = ShardServer(self, model, clock)  # refuses a shard count the model cannot fill
+        self.wire_ = self.server.wire  # the layout seeds() reads (stochastic rounding of the server's updates)
 
     def run_role(self, model: nn.Module, env: Any) -> Dict[str, Any]:
         return self.server.run(env)
 
     # ----------------------------------------------------------------------------- worker: set-up
     def prepare(self, model: nn.Module) -> nn.Module:
-        if self.config.resume:
-            raise ConfigError(f"{{resume}} is not available for {{algorithm}} {self.name}: the server's state is "
-                              "not checkpointed yet; start the run again")
         model = super().prepare(model)
         self.wire_ = self.wire(model)
         layout = self.wire_.layout
@@ -182,8 +187,9 @@ class PSAlgorithm(Algorithm):
         self.started = self.last_push_at = time.perf_counter()
         self.wait_since_push = 0.0
         self.server_final: Dict[str, float] = {}
-        self.rows = RowLog(self.out / "ps" / f"worker_rank{self.ctx.rank}.csv", WORKER_COLUMNS) \
-            if self.out is not None else None
+        self.rows = RowLog(self.out / "ps" / f"worker_rank{self.ctx.rank}.csv", WORKER_COLUMNS,
+                           append=self.config.resume) if self.out is not None else None
+        self.server_clock = {"rounds": 0, "iterations": 0}  # the shards' counters at the last reply
         return model
 
     def plan(self, steps_per_epoch: int) -> None:
@@ -310,8 +316,15 @@ class PSAlgorithm(Algorithm):
         with torch.no_grad():
             for s in self.shards:
                 self._take(s, pending.replies[s], gamma)
+        header = pending.replies[0].header
+        self.server_clock = {"rounds": int(header[1]), "iterations": int(header[3])}
         self.pending = None
         if self.rows is not None:
+            # every shard replied, so every shard has the whole push; but the mailbox's sender
+            # threads count a letter's bytes only after their dist.send calls returned, which may
+            # come later than the reply: wait for that bookkeeping (nothing else is queued: the
+            # next push comes after this), so the row's bytes_sent holds exactly pushes 0..index
+            self.mailbox.wait_sent(timeout=self.config.timeout)
             self.rows.append({"push": pending.index, "k": pending.k, "final": int(pending.final),
                               "train_loss": pending.loss, "latency_s": time.perf_counter() - pending.sent_at,
                               "wait_s": wait, "train_s": pending.train_s, "gamma": gamma,
@@ -366,6 +379,21 @@ class PSAlgorithm(Algorithm):
 
     def metrics(self) -> Dict[str, float]:
         return {"ps_pushes": float(self.pushes), "ps_mean_k": self.k_total / max(self.pushes, 1)}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Taken after :meth:`flush` (a segment's end): the model is the global model."""
+        return {**super().state_dict(), "pushes": self.pushes, "steps": self.steps, "k_total": self.k_total,
+                "wait_s": self.wait_s, "copy_checks": self.copy_checks, "server_clock": dict(self.server_clock)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pushes, self.steps, self.k_total = int(state["pushes"]), int(state["steps"]), int(state["k_total"])
+        self.wait_s, self.copy_checks = float(state["wait_s"]), int(state["copy_checks"])
+        self.server_clock = dict(state["server_clock"])
+        with torch.no_grad():  # the worker's copy of the global model: the model (a segment's end)
+            for s in self.shards:
+                if self.mine[s]:
+                    self.x[s].copy_(torch.cat([p.detach().reshape(-1).cpu() for p in self.mine[s]]))
 
     def summary(self) -> Dict[str, Any]:
         return {"rank": self.ctx.rank, "pushes": self.pushes, "steps": self.steps,

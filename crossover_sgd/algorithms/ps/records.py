@@ -39,10 +39,11 @@ def scheduled(value: float, schedule: str, progress: float) -> float:
 
 
 class RowLog:
-    """A CSV with ``columns``, one row appended (and flushed) per :meth:`append`."""
+    """A CSV with ``columns``, one row appended (and flushed) per :meth:`append`; ``append``: a
+    resumed run goes on after the rows already in the file."""
 
-    def __init__(self, path: Path, columns: Sequence[str]):
-        self.path, self.columns = path, tuple(columns)
+    def __init__(self, path: Path, columns: Sequence[str], append: bool = False):
+        self.path, self.columns, self.append_to = path, tuple(columns), append
         self.rows = 0
         self._file: Optional[Any] = None
         self._writer: Optional[Any] = None
@@ -50,9 +51,11 @@ class RowLog:
     def append(self, row: Dict[str, Any]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")
+            resumed = self.append_to and self.path.is_file() and self.path.stat().st_size > 0
+            self._file = open(self.path, "a" if resumed else "w", newline="", encoding="utf-8")
             self._writer = csv.DictWriter(self._file, fieldnames=list(self.columns), lineterminator="\n")
-            self._writer.writeheader()
+            if not resumed:
+                self._writer.writeheader()
         self._writer.writerow({k: _cell(row.get(k, float("nan"))) for k in self.columns})
         self._file.flush()
         self.rows += 1

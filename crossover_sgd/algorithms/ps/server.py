@@ -45,7 +45,7 @@ class ShardServer:
     ``model``: the run's initial model). Created where the trainers prepare (it joins the run's
     groups); :meth:`run` serves until every worker is done."""
 
-    def __init__(self, algorithm: Any, model: nn.Module):
+    def __init__(self, algorithm: Any, model: nn.Module, clock: Optional[Dict[str, int]] = None):
         self.algorithm, self.model, self.env = algorithm, model, None
         ctx, config, opts = algorithm.ctx, algorithm.config, algorithm.options
         self.shard, self.shards = ctx.rank, opts.ps_shards
@@ -68,8 +68,8 @@ class ShardServer:
         self.lr = opts.ps_lr if opts.ps_lr is not None else config.lr
         self.lr_now = self.lr
         self._digest = (-1, 0)  # (round, digest of x after it)
-        self.rounds = 0
-        self.iterations = 0
+        self.rounds = clock["rounds"] if clock else 0  # resumed: the counters of the first worker's checkpoint
+        self.iterations = clock["iterations"] if clock else 0
         self.planned: Dict[int, int] = {}
         self.started = time.perf_counter()
         self.rows: Optional[RowLog] = None
@@ -79,7 +79,8 @@ class ShardServer:
     def run(self, env: Any) -> Dict[str, Any]:
         """Serve (``env``: the role's output folder and evaluation); return the shard's summary."""
         self.env = env
-        self.rows = RowLog(env.out / "ps" / f"shard{self.shard}.csv", SHARD_COLUMNS)
+        self.rows = RowLog(env.out / "ps" / f"shard{self.shard}.csv", SHARD_COLUMNS,
+                           append=self.algorithm.config.resume)
         self.started = time.perf_counter()
         done: Set[int] = set()
         active = list(self.workers)  # in the segment, not final yet
