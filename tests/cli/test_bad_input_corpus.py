@@ -145,6 +145,7 @@ def topology(*argv: str, words: Sequence[str], **kw) -> Case:
 SIM = ("simulate", "--schedule", "ring", "--n", "8", "--rounds", "2")
 DSGD = ("--algorithm", "dsgd")
 ISVR = ("--algorithm", "pdmm-isvr")
+PS = ("--algorithm", "localsgd")
 RO_DIR = ("read-only file system", WRITABLE_DIR)
 RO_FILE = ("read-only file system", WRITABLE_FILE)
 FULL = ("no space left on device", FREE_SPACE)
@@ -279,6 +280,25 @@ CASES: List[Case] = [
     train(*DSGD, "--nproc", "2", "--graph", "erdos-renyi", words=("--graph erdos-renyi", "needs --graph-degree")),
     train(*DSGD, "--graph", "hypercube", words=("--graph", "'hypercube'", "ring, complete, star")),
     train(*DSGD, "--round", "0", words=("--round 0", ">= 1")),
+    # ---- parameter server (train): the options, then the shard count against the world and the model
+    train(*PS, "--ps-shards", "0", words=("--ps-shards 0", ">= 1")),
+    train(*PS, "--ps-shards", "3", "--nproc", "3", words=("--ps-shards 3", "no worker among the 3 rank(s)",
+                                                          "at least 4 ranks")),
+    train(*PS, "--ps-shards", "2", words=("--ps-shards 2", "no worker among the 1 rank(s)", "at least 3 ranks")),
+    # found only when the model is built (prepare/prepare_role, in every rank, before anything is
+    # written): logistic has 2 parameter tensors, so 4 ranks show it (small_cnn's 6 would need 8)
+    train(*PS, "--model", "logistic", "--ps-shards", "3", "--nproc", "4",
+          words=("--ps-shards 3 exceeds the model's 2 parameter tensors", "at most 2 shards")),
+    train(*PS, "--local-steps", "0", words=("--local-steps 0", ">= 1")),
+    train("--algorithm", "dqlosp", "--quant-bits", "0", words=("--quant-bits 0", ">= 1")),
+    train("--algorithm", "dqlosp", "--quant-bits", "17", words=("--quant-bits 17", "1 to 16 bits")),
+    train(*PS, "--ps-lr", "-1", words=("--ps-lr -1", ">= 0")),
+    train(*PS, "--ps-lr-schedule", "bogus", words=("--ps-lr-schedule", "'bogus'", "constant, linear, cosine")),
+    train(*PS, "--k-trace", "/nonexistent", words=("--k-trace /nonexistent", "not a run directory with a ps/ folder",
+                                                   "--out of an earlier run")),
+    train("--algorithm", "osp", "--k-trace", "{DIR}", words=("--k-trace {DIR}", "not a run directory")),
+    train("--algorithm", "osp", "--ps-delay", "-0.5", words=("--ps-delay -0.5", ">= 0")),
+    train("--algorithm", "losp", "--losp-gamma-schedule", "exp", words=("--losp-gamma-schedule", "'exp'", "cosine")),
     # ---- imagenet_test.py
     legacy("--world_size", "4", words=("--world_size 4", "--nproc 4", "srun", "torchrun", "mpirun")),
     legacy("--crossover", "True", words=("--crossover True", "--allreduce True")),

@@ -46,6 +46,11 @@ FLAGS_ADDED = {
     "--sleep-factor", "--sleep_factor", "--slow-nodes", "--slow_nodes", "--piw", "--use-gcoef", "--use_gcoef",
     "--eta", "--rho", "--rho-init", "--rho_init", "--rho-scaling", "--rho_scaling", "--primal-iterations",
     "--primal_iterations",
+    # the parameter-server family's options (issue 13; localsgd, osp, losp, dqlosp)
+    "--ps-shards", "--ps_shards", "--local-steps", "--local_steps", "--ps-lr", "--ps_lr", "--ps-lr-schedule",
+    "--ps_lr_schedule", "--ps-eval-every", "--ps_eval_every", "--ps-delay", "--ps_delay", "--k-trace", "--k_trace",
+    "--losp-gamma", "--losp_gamma", "--losp-gamma-schedule", "--losp_gamma_schedule", "--quant-bits", "--quant_bits",
+    "--stochastic-rounding", "--stochastic_rounding",
 }
 
 

@@ -184,7 +184,9 @@ class PSAlgorithm(Algorithm):
         self.loss_sum, self.loss_n = 0.0, 0
         self.copy_checks = 0
         self.wait_s = 0.0
-        self.started = self.last_push_at = time.perf_counter()
+        self.started = self.last_push_at = time.perf_counter()  # again at the first micro-batch (below)
+        self.elapsed_before = 0.0  # of the earlier segments of a resumed run
+        self.training = False
         self.wait_since_push = 0.0
         self.server_final: Dict[str, float] = {}
         self.rows = RowLog(self.out / "ps" / f"worker_rank{self.ctx.rank}.csv", WORKER_COLUMNS,
@@ -198,6 +200,15 @@ class PSAlgorithm(Algorithm):
         self.planned = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total
 
     # ----------------------------------------------------------------------------- worker: steps
+    def micro_batch(self, is_last: bool):
+        if not self.training:  # the clocks start with training, not with the set-up before it
+            self.training = True
+            self.started = self.last_push_at = time.perf_counter()
+        return super().micro_batch(is_last)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
     def observe(self, loss: torch.Tensor) -> None:
         finite = torch.isfinite(loss)
         self.loss_sum = self.loss_sum + torch.where(finite, loss, torch.zeros_like(loss))
@@ -279,13 +290,14 @@ class PSAlgorithm(Algorithm):
         if bits is None:
             return [flat]
         sizes = self.wire_.layout.param_sizes[shard]
-        seeds = self.seeds(self.ctx.rank, self.pushes, shard)
+        seeds = self.seeds(self.ctx.train_rank, self.pushes, shard)
         packed, norms = quantize(flat, sizes, bits, stochastic=self.stochastic(), seeds=seeds)
         return [packed, norms]
 
     def seeds(self, who: int, index: int, shard: int) -> Optional[List[int]]:
-        """Stochastic rounding's seed per tensor: from the run's seed, the sender, the message
-        index and the tensor's place in the model (not its shard: results do not depend on S)."""
+        """Stochastic rounding's seed per tensor: from the run's seed, the sender (a worker's
+        training rank, the server -1: not a world rank, which moves with S), the message index and
+        the tensor's place in the model (not its shard): results do not depend on S."""
         if not self.stochastic():
             return None
         base = (self.config.seed * 1_000_003 + who * 10_007 + index) * 1_009
@@ -317,7 +329,7 @@ class PSAlgorithm(Algorithm):
             for s in self.shards:
                 self._take(s, pending.replies[s], gamma)
         header = pending.replies[0].header
-        self.server_clock = {"rounds": int(header[1]), "iterations": int(header[3])}
+        self.server_clock = {"rounds": int(header[1]), "iterations": int(header[3]), "elapsed_s": header[6]}
         self.pending = None
         if self.rows is not None:
             # every shard replied, so every shard has the whole push; but the mailbox's sender
@@ -329,7 +341,7 @@ class PSAlgorithm(Algorithm):
                               "train_loss": pending.loss, "latency_s": time.perf_counter() - pending.sent_at,
                               "wait_s": wait, "train_s": pending.train_s, "gamma": gamma,
                               "bytes_sent": self.comm.bytes_sent, "bytes_recv": self.comm.bytes_recv,
-                              "elapsed_s": time.perf_counter() - self.started})
+                              "elapsed_s": self.elapsed()})
 
     def _take(self, shard: int, letter: Any, gamma: float) -> None:
         """Update this worker's copy of shard ``shard``'s slice from its reply; set the model to
@@ -383,13 +395,15 @@ class PSAlgorithm(Algorithm):
     def state_dict(self) -> Dict[str, Any]:
         """Taken after :meth:`flush` (a segment's end): the model is the global model."""
         return {**super().state_dict(), "pushes": self.pushes, "steps": self.steps, "k_total": self.k_total,
-                "wait_s": self.wait_s, "copy_checks": self.copy_checks, "server_clock": dict(self.server_clock)}
+                "wait_s": self.wait_s, "copy_checks": self.copy_checks, "server_clock": dict(self.server_clock),
+                "elapsed_s": self.elapsed()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.pushes, self.steps, self.k_total = int(state["pushes"]), int(state["steps"]), int(state["k_total"])
         self.wait_s, self.copy_checks = float(state["wait_s"]), int(state["copy_checks"])
         self.server_clock = dict(state["server_clock"])
+        self.elapsed_before = float(state["elapsed_s"])
         with torch.no_grad():  # the worker's copy of the global model: the model (a segment's end)
             for s in self.shards:
                 if self.mine[s]:

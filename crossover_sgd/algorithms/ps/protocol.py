@@ -12,8 +12,8 @@ PUSH     worker -> shard     push index, k, final, mean train loss,  G (raw: one
                                                                      tensor), then the floating buffers;
                                                                      nothing when ``empty`` (k = 0)
 REPLY    shard -> worker     round, updates n, global iterations,    raw: the slice x; quantized: n
-                             server learning rate                    updates (packed + norms); then the
-                                                                     averaged buffers
+                             server learning rate, digest of x       updates (packed + norms); then the
+                             (quantized), the shard's elapsed s      averaged buffers
 DONE     worker -> shard     (none)                                  (none): the worker's last letter
 BYE      shard -> worker     rounds, global iterations, test         (none): the shard's last letter
                              accuracy, test loss (shard 0's)

@@ -70,6 +70,7 @@ class ShardServer:
         self._digest = (-1, 0)  # (round, digest of x after it)
         self.rounds = clock["rounds"] if clock else 0  # resumed: the counters of the first worker's checkpoint
         self.iterations = clock["iterations"] if clock else 0
+        self.elapsed_before = clock.get("elapsed_s", 0.0) if clock else 0.0
         self.planned: Dict[int, int] = {}
         self.started = time.perf_counter()
         self.rows: Optional[RowLog] = None
@@ -185,7 +186,8 @@ class ShardServer:
             tensors.append(self.b.clone())
         if self.wire.bits is not None and self._digest[0] != self.rounds:
             self._digest = (self.rounds, state_digest(self.x))
-        self.mailbox.send(worker, [REPLY, self.rounds, n, self.iterations, self.lr_now, self._digest[1]], tensors)
+        self.mailbox.send(worker, [REPLY, self.rounds, n, self.iterations, self.lr_now, self._digest[1], self.elapsed()],
+                          tensors)
 
     # ----------------------------------------------------------------------------- records
     def _record(self, letters: List[Letter]) -> None:
@@ -197,7 +199,11 @@ class ShardServer:
                               "lr_ps": self.lr_now, "test_loss": result.get("val_loss", float("nan")),
                               "test_acc": result.get("val_acc", float("nan")), "bytes_recv": self.algorithm.comm.bytes_recv,
                               "bytes_sent": self.algorithm.comm.bytes_sent,
-                              "elapsed_s": time.perf_counter() - self.started})
+                              "elapsed_s": self.elapsed()})
+
+    def elapsed(self) -> float:
+        """Seconds since the shard started serving (resumed: since the run's start)."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
     def _evaluate(self, force: bool) -> Dict[str, float]:
         """Shard 0: the whole model's test loss and accuracy (every --ps-eval-every rounds, or

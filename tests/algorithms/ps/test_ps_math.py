@@ -53,7 +53,8 @@ TRACE = {0: [(8, 0), (3, 0), (2, 0), (5, 0), (4, 0), (0, 1)],
 
 def _plan(trace_dir: Callable[[int], str]) -> Dict[str, Tuple]:
     """name -> (ranks, arguments, runs it needs first)."""
-    dq = ("--algorithm", "dqlosp", "--quant-bits", str(BITS), "--stochastic-rounding", "--local-steps", "8")
+    dq = ("--algorithm", "dqlosp", "--quant-bits", str(BITS), "--stochastic-rounding", "--local-steps", "8",
+          "--lr", "0.002")  # 3 bits: 8 levels, none at 0, so every element moves by >= norm/7: a small lr
     return {
         "allreduce": (3, ("--algorithm", "allreduce", *PLAIN_SGD), ()),
         "localsgd_k1": (4, ("--algorithm", "localsgd", "--local-steps", "1", "--ps-lr", str(LR), *PLAIN_SGD), ()),
@@ -217,8 +218,11 @@ def test_losp_without_compensation_is_osp_on_the_same_k_trace(runs):
     for rank in (1, 2):
         trace = k_final(out["osp"], rank)
         ks = [k for k, _ in trace]
-        assert ks[0] == 8 and sum(ks) == 1438 // 2 // 32, trace
-        assert any(k < 8 for k, final in trace[1:] if not final), f"k never adapted to the delay: {trace}"
+        # the first push after K steps, then one whenever the reply is in (at most K steps later):
+        # k adapts to the delay when it is near K steps' time (on this project's CPUs: k of 1-3);
+        # a fast machine may see k = K throughout, which the replay must reproduce all the same
+        assert ks[0] == 8 and all(1 <= k <= 8 for k, final in trace if not final), trace
+        assert sum(ks) == 1438 // 2 // 32 and [final for _, final in trace] == [0] * (len(trace) - 1) + [1]
         assert k_final(out["losp_gamma0"], rank) == trace, rank  # the replay's k and final columns
         assert k_final(out["losp_gamma"], rank) == trace, rank
         assert identical(losp0[rank], osp[rank]), f"rank {rank}: LOSP with gamma 0 differs from OSP"

@@ -1,0 +1,198 @@
+"""Lost ranks of the parameter-server family: the family is synchronous, so a worker or a server
+shard that dies (SIGKILL) or freezes (SIGSTOP) mid-run ends the whole run, within a bound, with
+one clear line naming it.
+
+Ranks started by hand (torchrun-style variables, each rank's own exit code and stderr), killed
+once every worker has written its first row of ``ps/worker_rank*.csv`` (appended and flushed per
+push):
+
+* a worker (rank 2 of ``--ps-shards 1``), server shard 1 and server shard 0 (rank 0, which also
+  hosts the rendezvous store) of ``--ps-shards 2``: every other rank exits 3 within seconds (a
+  closed connection is seen at once), and the job says it once, on the lowest surviving rank's
+  stderr: ``crossover-sgd: error: rank R: communication failed: lost peer rank(s) [V]: no
+  heartbeat ...`` (for rank 0: ``lost peer rank 0 (it hosts the rendezvous store and no longer
+  answers)``).
+
+Under the local launcher (``--nproc 4``):
+
+* a frozen worker (SIGSTOP): it has no heartbeat, the others find it within about the timeout
+  (the workers' Gloo group, the shard's silent link) and the launcher prints rank 0's line and
+  exits 3, after stopping the frozen rank;
+* a killed worker (SIGKILL): the launcher itself sees a rank die by a signal, announces it
+  (``rank 2 exited with code -9; stopping the other ranks``) and exits 128 + 9.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import pytest
+
+from crossover_sgd.runtime.launch import free_port
+from support import child_env, kill_marked, marked_processes
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 180  # every wait of these tests is bounded by an event or this
+KILL_TIMEOUT_S = 20  # --timeout of the SIGKILL runs: a closed connection does not wait for it
+STOP_TIMEOUT_S = 10  # --timeout of the SIGSTOP run: a frozen rank is found after about this long
+ERROR = "crossover-sgd: error:"
+
+
+def train_argv(out: Path, algorithm: str, shards: int, timeout: float) -> List[str]:
+    """A run far longer than the test (it is ended by the fault)."""
+    return [sys.executable, "-m", "crossover_sgd", "train", "--algorithm", algorithm, "--ps-shards", str(shards),
+            "--epochs", "50", "--workers", "0", "--timeout", str(timeout), "--log-level", "WARNING",
+            "--out", str(out)]
+
+
+def start_by_hand(out: Path, algorithm: str, nproc: int, shards: int, timeout: float) -> List[subprocess.Popen]:
+    port, procs = free_port(), []
+    for rank in range(nproc):  # no launcher: each rank's own exit code and stderr
+        env = child_env({"RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
+                         "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                         "CUDA_VISIBLE_DEVICES": "", "TORCH_CPP_LOG_LEVEL": "ERROR"})
+        procs.append(subprocess.Popen(train_argv(out, algorithm, shards, timeout), env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def pushes(out: Path, rank: int) -> int:
+    path = out / "ps" / f"worker_rank{rank}.csv"
+    if not path.exists():
+        return 0
+    with path.open(newline="") as handle:
+        return len(list(csv.DictReader(handle)))
+
+
+def wait_mid_run(out: Path, workers: Sequence[int], alive) -> None:
+    """Until every worker has completed a push (bounded; fails if a rank ended meanwhile)."""
+    deadline = time.monotonic() + WAIT_S
+    while not all(pushes(out, w) >= 1 for w in workers):
+        assert time.monotonic() < deadline, "the workers never completed a push"
+        assert alive(), "a rank ended before the fault"
+        time.sleep(0.1)
+
+
+def finish(procs: List[subprocess.Popen], survivors: Sequence[int]) -> Dict[int, Tuple[int, str, float]]:
+    """Each survivor's (exit code, stderr, seconds until it ended, counted from now)."""
+    started, ended = time.monotonic(), {}
+    for rank in survivors:
+        try:
+            _, err = procs[rank].communicate(timeout=max(1.0, WAIT_S - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"rank {rank} did not end within {WAIT_S} s of the fault")
+        ended[rank] = (procs[rank].returncode, err, time.monotonic() - started)
+    return ended
+
+
+def cleanup(procs: List[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize("algorithm,shards,victim,named", [
+    ("localsgd", 1, 2, "lost peer rank(s) [2]: no heartbeat"),
+    ("osp", 2, 1, "lost peer rank(s) [1]: no heartbeat"),
+    ("osp", 2, 0, "lost peer rank 0 (it hosts the rendezvous store and no longer answers)"),
+], ids=["worker-rank2", "server-shard1", "server-shard0-store-host"])
+def test_a_killed_rank_ends_every_other_rank_with_one_line_naming_it(tmp_path, algorithm, shards, victim, named):
+    out, nproc = tmp_path / "run", 4
+    procs = start_by_hand(out, algorithm, nproc, shards, KILL_TIMEOUT_S)
+    survivors = [r for r in range(nproc) if r != victim]
+    try:
+        wait_mid_run(out, range(shards, nproc), lambda: all(p.poll() is None for p in procs))
+        os.kill(procs[victim].pid, signal.SIGKILL)
+        ended = finish(procs, survivors)
+    finally:
+        cleanup(procs)
+    for rank, (code, err, seconds) in ended.items():
+        assert code == 3, (rank, code, err[-3000:])  # PEER_FAILURE_EXIT
+        assert "Traceback" not in err, (rank, err[-3000:])
+        assert seconds <= KILL_TIMEOUT_S + 10, (rank, seconds)  # a closed connection: no timeout to wait for
+    lines = {rank: [ln for ln in err.splitlines() if ln.startswith(ERROR)] for rank, (_, err, _) in ended.items()}
+    reporter = min(survivors)  # said once for the job, by the lowest rank still alive
+    assert [rank for rank, found in lines.items() if found] == [reporter], lines
+    (line,) = lines[reporter]
+    assert line.startswith(f"{ERROR} rank {reporter}: communication failed: {named}"), line
+
+
+def start_launcher(out: Path, algorithm: str, nproc: int, marker: str, timeout: float) -> subprocess.Popen:
+    argv = train_argv(out, algorithm, 1, timeout)
+    argv[4:4] = ["--nproc", str(nproc)]
+    return subprocess.Popen(argv, env=child_env({"CUDA_VISIBLE_DEVICES": "", "CROSSOVER_SGD_TEST_MARKER": marker}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def rank_pid(marker: str, rank: int) -> int:
+    (pid,) = [pid for pid, env in marked_processes(marker).items()
+              if env.get("RANK") == str(rank) and env.get("CROSSOVER_SGD_LAUNCHER") == "local"]
+    return pid
+
+
+def test_a_frozen_worker_ends_the_run_naming_it_within_about_the_timeout(tmp_path):
+    marker, out = uuid.uuid4().hex, tmp_path / "run"
+    launcher = start_launcher(out, "localsgd", 4, marker, STOP_TIMEOUT_S)
+    victim = None
+    try:
+        wait_mid_run(out, (1, 2, 3), lambda: launcher.poll() is None)
+        victim = rank_pid(marker, 2)
+        os.kill(victim, signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = launcher.communicate(timeout=WAIT_S)
+        seconds = time.monotonic() - started
+    finally:
+        if victim is not None:
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        left = kill_marked(marker)
+    assert launcher.returncode == 3, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("crossover-sgd:")]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"{ERROR} rank 0: communication failed: lost peer rank(s) [2]: no heartbeat"), lines
+    # the workers' group times out after --timeout, the shard finds the rest at once; the launcher
+    # then waits its grace of 10 s for the frozen rank (SIGTERM stays pending) before SIGKILL
+    assert seconds <= 2 * STOP_TIMEOUT_S + 10 + 15, seconds
+    assert left == {}
+
+
+def test_under_the_launcher_a_killed_worker_is_announced_by_the_launcher(tmp_path):
+    marker, out = uuid.uuid4().hex, tmp_path / "run"
+    launcher = start_launcher(out, "localsgd", 4, marker, KILL_TIMEOUT_S)
+    try:
+        wait_mid_run(out, (1, 2, 3), lambda: launcher.poll() is None)
+        os.kill(rank_pid(marker, 2), signal.SIGKILL)
+        started = time.monotonic()
+        _, err = launcher.communicate(timeout=WAIT_S)
+        seconds = time.monotonic() - started
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+        left = kill_marked(marker)
+    assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("crossover-sgd:")]
+    assert lines and lines[0] == "crossover-sgd: rank 2 exited with code -9; stopping the other ranks", err[-3000:]
+    assert seconds <= 10 + 15, seconds  # the other ranks are stopped (grace 10 s), not left to time out
+    assert left == {}
+    blaming_others = [ln for ln in lines[1:] if "[2]" not in ln and "rank 2" not in ln]
+    if blaming_others:  # the server ranks end at once on the launcher's SIGTERM (no handler), so a
+        # worker stopping more slowly finds server rank 0 gone and reports it: see the report
+        pytest.xfail(f"a rank stopped by the launcher blames another rank: {blaming_others}")
