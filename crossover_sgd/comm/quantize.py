@@ -2,16 +2,20 @@
 
 A message is a flat tensor made of consecutive *segments* (one per model tensor, say). Each
 segment ``x`` is sent as its L2 norm ``n = ||x||_2`` (in the tensor's dtype) plus, per element, the
-index ``j`` of a level on a uniform grid over ``[-1, 1]``::
+index ``j`` of a level on a uniform, symmetric grid over ``[-1, 1]``::
 
-    L = 2**bits levels, level j = -1 + 2*j/(L-1),  j = 0 .. L-1      (bits=1: {-1, +1})
+    L = 2**bits - 1 levels (bits=1: 2), level j = (2*j - (L-1)) / (L-1),  j = 0 .. L-1
 
-chosen for ``v = x / n`` (all zeros when ``n == 0``). The receiver rebuilds
-``n * (j * (2/(L-1)) - 1)``; both ends of the grid come out exactly: ``j = L-1`` gives ``+n``,
-``j = 0`` gives ``-n``, for every ``bits`` in 1..16 and float32/float64.
+chosen for ``v = x / n`` (all zeros when ``n == 0``). An odd number of levels puts one at exactly
+0 (bits >= 2: {-1, 0, 1} at 2 bits), so small and zero values are not pushed to one side (with
+2**bits levels there is no 0 level: every element moves by at least n/(2**bits - 1), and
+deterministic rounding of zeros is biased); the one code left (``2**bits - 1``) is never sent.
+The receiver rebuilds ``n * (2*j - (L-1)) / (L-1)``: the numerator is an exact integer, so the
+grid is exactly symmetric, ``j = L-1`` gives ``+n``, ``j = 0`` gives ``-n`` and the middle 0, for
+every ``bits`` in 1..16 and float32/float64.
 
-The original research code mapped to ``L`` levels with an off-by-one, so its top level was never
-used (a value at ``+n`` came back smaller). That is fixed here: all ``L`` indices are used.
+The original research code mapped to its levels with an off-by-one, so its top level was never
+used (a value at ``+n`` came back smaller). That is fixed here: both ends are reached.
 
 Rounding:
 
@@ -42,22 +46,27 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["levels", "packed_nbytes", "pack_bits", "unpack_bits", "quantize", "dequantize", "quantized_nbytes"]
+__all__ = ["codes", "levels", "packed_nbytes", "pack_bits", "unpack_bits", "quantize", "dequantize", "quantized_nbytes"]
 
 _MIN_BITS, _MAX_BITS = 1, 16
 _FLOATS = (torch.float32, torch.float64)
 
 
-def levels(bits: int) -> int:
-    """The number of quantization levels, ``2**bits``; ``bits`` must be in 1..16."""
+def codes(bits: int) -> int:
+    """The number of indices ``bits`` bits can hold, ``2**bits``; ``bits`` must be in 1..16."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not _MIN_BITS <= bits <= _MAX_BITS:
         raise ValueError(f"quantization bits {bits!r} is invalid: use an integer in {_MIN_BITS}..{_MAX_BITS}")
     return 2 ** bits
 
 
+def levels(bits: int) -> int:
+    """The number of quantization levels: ``2**bits - 1`` (odd: one level at 0), 2 for one bit."""
+    return max(2, codes(bits) - 1)
+
+
 def packed_nbytes(count: int, bits: int) -> int:
     """Bytes that ``count`` indices of ``bits`` bits take packed: ``ceil(count * bits / 8)``."""
-    levels(bits)
+    codes(bits)
     if count < 0:
         raise ValueError(f"index count {count} is invalid: use an integer >= 0")
     return (count * bits + 7) // 8
@@ -74,7 +83,7 @@ def pack_bits(indices: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack a 1-D integer tensor of values in ``[0, 2**bits)`` into a uint8 tensor of
     :func:`packed_nbytes` bytes: one big-endian bit stream (first index's top bit first), the
     last byte padded with zero bits."""
-    top = levels(bits)
+    top = codes(bits)
     if indices.dim() != 1 or indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
         raise ValueError(f"indices must be a 1-D integer tensor, got {indices.dtype} of shape {tuple(indices.shape)}")
     count = indices.numel()
@@ -192,7 +201,7 @@ def quantize(flat: torch.Tensor, sizes: Sequence[int], bits: int, *, stochastic:
 def dequantize(packed: torch.Tensor, norms: torch.Tensor, sizes: Sequence[int], bits: int,
                out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rebuild the flat tensor of a :func:`quantize` message, in ``norms``' dtype: segment ``s`` is
-    ``norms[s] * (j.to(dtype) * (2 / (L-1)) - 1)``, computed on the CPU so every caller gets the
+    ``norms[s] * ((2*j - (L-1)) / (L-1))``, computed on the CPU so every caller gets the
     same bits. Written into ``out`` (1-D, ``sum(sizes)`` elements, ``norms``' dtype, any device)
     when given, and returned."""
     top = levels(bits) - 1
@@ -208,7 +217,7 @@ def dequantize(packed: torch.Tensor, norms: torch.Tensor, sizes: Sequence[int], 
         raise ValueError(f"out must be a {dtype} tensor of shape ({total},), got {out.dtype} of shape "
                          f"{tuple(out.shape)}")
     j = unpack_bits(packed, bits, total)
-    unit = j.to(dtype) * (2 / top) - 1
+    unit = (j.to(dtype) * 2 - top) / top  # an exact integer over (L-1): one rounding, symmetric
     result = norms.detach().to("cpu").repeat_interleave(torch.tensor(sizes, dtype=torch.int64)) * unit
     if out is None:
         return result

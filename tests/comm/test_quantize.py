@@ -11,7 +11,7 @@ from typing import List
 import pytest
 import torch
 
-from crossover_sgd.comm.quantize import (dequantize, levels, pack_bits, packed_nbytes, quantize, quantized_nbytes,
+from crossover_sgd.comm.quantize import (codes, dequantize, levels, pack_bits, packed_nbytes, quantize, quantized_nbytes,
                                          unpack_bits)
 
 ALL_BITS = list(range(1, 17))
@@ -151,9 +151,25 @@ def test_sixteen_bits_float64_reconstruction_is_close():
 
 
 def test_deterministic_ties_round_to_even_index():
-    # with bits=2 a zero element has u = 1.5 exactly: round half to even picks index 2
-    packed, _ = quantize(torch.tensor([1.0, 0.0]), [2], 2)
-    assert unpack_bits(packed, 2, 2).tolist() == [3, 2]
+    # bits=2: levels {-1, 0, 1}; a segment of 0.5s has norm 1, u = 1.5 exactly: the even index 2;
+    # -0.5s give u = 0.5: index 0
+    packed, _ = quantize(torch.tensor([0.5] * 4 + [-0.5] * 4), [4, 4], 2)
+    assert unpack_bits(packed, 2, 8).tolist() == [2] * 4 + [0] * 4
+
+
+@pytest.mark.parametrize("bits", [2, 3, 8, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_is_a_level_and_the_grid_is_symmetric(bits, dtype):
+    flat = torch.tensor([3.0, 0.0, -3.0, 1e-9], dtype=dtype)
+    packed, norms = quantize(flat, [4], bits)
+    restored = dequantize(packed, norms, [4], bits)
+    assert restored[1].item() == 0.0 and restored[3].item() == 0.0  # no push to one side
+    assert restored[0].item() == -restored[2].item() > 0
+    top = levels(bits) - 1
+    j = torch.arange(top + 1)
+    grid = dequantize(pack_bits(j, bits), torch.ones(1, dtype=dtype), [top + 1], bits)
+    assert torch.equal(grid, -grid.flip(0))  # exactly symmetric
+    assert grid[0].item() == -1.0 and grid[-1].item() == 1.0 and grid[top // 2].item() == 0.0
 
 
 def test_non_finite_segment_is_sent_as_nan():
@@ -266,7 +282,8 @@ def test_bits_out_of_range_are_rejected_by_name(bits):
 
 
 def test_levels_of_valid_bits():
-    assert [levels(b) for b in (1, 2, 8, 16)] == [2, 4, 256, 65536]
+    assert [levels(b) for b in (1, 2, 8, 16)] == [2, 3, 255, 65535]  # odd: one level at 0
+    assert [codes(b) for b in (1, 2, 8, 16)] == [2, 4, 256, 65536]
 
 
 def test_sizes_must_sum_to_numel():

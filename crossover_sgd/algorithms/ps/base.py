@@ -69,7 +69,7 @@ class PSOptions(AlgorithmOptions):
     ps_delay: float = option(0.0, "parameter server: every server reply leaves this many seconds late (a slow "
                                   "link on purpose, for tests and benchmarks)", minimum=0.0, metavar="SECONDS")
     k_trace: Optional[str] = option(None, "parameter server: replay the k of every push from an earlier run's "
-                                          "directory (its ps/worker_rank*.csv)", metavar="DIR")
+                                          "directory (its ps/worker_rank*.csv, by worker order)", metavar="DIR")
 
     def check(self, world_size: Optional[int]) -> None:
         if world_size is not None and world_size <= self.ps_shards:
@@ -80,15 +80,20 @@ class PSOptions(AlgorithmOptions):
                               "records: give the --out of an earlier run of this family")
 
 
-def read_k_trace(directory: str, rank: int) -> List[Tuple[int, bool]]:
-    """The k of each push of worker ``rank`` in an earlier run (``DIR/ps/worker_rank{rank}.csv``),
+def read_k_trace(directory: str, train_rank: int) -> List[Tuple[int, bool]]:
+    """The k of each push of the ``train_rank``-th worker of an earlier run (its
+    ``DIR/ps/worker_rank*.csv`` in rank order: the trace replays whatever that run's shard count),
     with whether it was a segment's final push."""
-    path = Path(directory) / "ps" / f"worker_rank{rank}.csv"
+    files = sorted(Path(directory, "ps").glob("worker_rank*.csv"), key=lambda p: int(p.stem[len("worker_rank"):]))
+    if train_rank >= len(files):
+        raise ConfigError(f"{{k_trace}} {directory} has the pushes of {len(files)} worker(s), not of worker "
+                          f"{train_rank + 1}: replay a run with at least as many workers")
+    path = files[train_rank]
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             return [(int(row["k"]), bool(int(row["final"]))) for row in csv.DictReader(handle)]
     except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{{k_trace}} {directory}: cannot read the pushes of rank {rank} from {path}: {exc}") from None
+        raise ConfigError(f"{{k_trace}} {directory}: cannot read the pushes in {path}: {exc}") from None
 
 
 @dataclass
@@ -175,7 +180,7 @@ class PSAlgorithm(Algorithm):
         groups = ps_groups(len(self.shards), list(self.ctx.trainers), self.ctx.rank, timeout_s=86_400.0)
         self.mailbox = Mailbox(self.ctx.rank, groups, self.wire_.payload, stats=self.comm, last_kinds=LAST_KINDS,
                                names=self.names(), timeout_s=self.config.timeout, liveness=self.liveness())
-        self.trace = read_k_trace(self.options.k_trace, self.ctx.rank) if self.options.k_trace else None
+        self.trace = read_k_trace(self.options.k_trace, self.ctx.train_rank) if self.options.k_trace else None
         self.planned = 0  # steps this worker will take (set by plan())
         self.steps = self.k = self.pushes = 0
         self.k_total = 0

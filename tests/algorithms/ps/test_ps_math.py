@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 import torch
