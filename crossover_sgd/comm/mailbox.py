@@ -235,10 +235,13 @@ class Mailbox:
     def _check_silence(self, peers: Sequence[int], since: float, what: str) -> None:
         now = time.monotonic()
         for peer in peers:
+            # read the heartbeat all along the wait, not only once the peer is silent too long: its
+            # staleness counts from the first reading that saw it stop, so read late it would find
+            # a frozen peer only after twice the timeout
+            stale = self.liveness(peer) if self.liveness is not None else None
             silent = now - max(since, self.heard.get(peer, since))
             if silent <= self.timeout_s:
                 continue
-            stale = self.liveness(peer) if self.liveness is not None else None
             if stale is None or stale > self.timeout_s:
                 why = "and no heartbeat" if stale is not None else "(no heartbeat to tell whether it is alive)"
                 raise LostPeer(peer, f"lost {self.name(peer)}: no {what} for {silent:.0f} s {why}")

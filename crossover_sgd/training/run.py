@@ -88,7 +88,8 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
 
     ctx = init_distributed(info, device=device, backend=backend, timeout_s=config.timeout,
                            gpu_per_node=config.gpu_per_node)
-    heartbeat = start_heartbeat(ctx) if cls.group_collectives else None  # p2p: the links name lost peers
+    heartbeat = start_heartbeat(ctx)  # the algorithm may read its peers' liveness from it (ctx.heartbeat)
+    diagnosis = heartbeat if cls.group_collectives else None  # otherwise the algorithm's links name lost peers
     try:
         ctx = replace(assign_roles(ctx, roles), heartbeat=heartbeat)
         return _run(config, ctx, data, resume_state, started, flag_names or {})
@@ -98,9 +99,9 @@ def run_worker(config: TrainConfig, flag_names: Optional[Dict[str, str]] = None)
     except (dist.DistError, RuntimeError) as exc:
         if not is_communication_failure(exc):
             raise
-        reason = heartbeat.diagnose() if heartbeat is not None else first_line(exc, 300)
-        if heartbeat is None or heartbeat.reports():  # said once per job: by the lowest rank still alive
-            detail = f" ({first_line(exc, 300)})" if heartbeat is not None else ""
+        reason = diagnosis.diagnose() if diagnosis is not None else first_line(exc, 300)
+        if diagnosis is None or diagnosis.reports():  # said once per job: by the lowest rank still alive
+            detail = f" ({first_line(exc, 300)})" if diagnosis is not None else ""
             report_line(f"crossover-sgd: error: rank {ctx.rank}: communication failed: {reason}{detail}",
                         exit_code=PEER_FAILURE_EXIT)
         os._exit(PEER_FAILURE_EXIT)  # the process group is broken: do not wait for collectives at exit
@@ -119,7 +120,7 @@ def warn_ineffective_options(config: TrainConfig, flag_names: Dict[str, str]) ->
 
 
 def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:
-    """A heartbeat in the rendezvous store (multi-rank runs only). It only serves the diagnosis of
+    """A heartbeat in the rendezvous store (multi-rank runs only). It serves the diagnosis of
     a lost peer: if it cannot connect within the process-group timeout, the run goes on without."""
     if ctx.world_size == 1:
         return None

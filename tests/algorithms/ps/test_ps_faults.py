@@ -15,9 +15,12 @@ push):
 
 Under the local launcher (``--nproc 4``):
 
-* a frozen worker (SIGSTOP): it has no heartbeat, the others find it within about the timeout
-  (the workers' Gloo group, the shard's silent link) and the launcher prints rank 0's line and
-  exits 3, after stopping the frozen rank;
+* a frozen worker (SIGSTOP): it has no heartbeat; it is found after about the timeout (by the
+  workers' Gloo group when they are computing, by the shard's link when they wait for a reply:
+  the shard then keeps the store up until the workers, waiting for its heartbeat to stop, have
+  diagnosed too, about one more timeout); the launcher prints rank 0's line and exits 3 after
+  stopping the frozen rank (SIGTERM stays pending on it: SIGKILL after the launcher's grace of
+  10 s);
 * a killed worker (SIGKILL): the launcher itself sees a rank die by a signal, announces it
   (``rank 2 exited with code -9; stopping the other ranks``) and exits 128 + 9.
 """
@@ -166,9 +169,8 @@ def test_a_frozen_worker_ends_the_run_naming_it_within_about_the_timeout(tmp_pat
     lines = [ln for ln in err.splitlines() if ln.startswith("crossover-sgd:")]
     assert len(lines) == 1, err[-3000:]
     assert lines[0].startswith(f"{ERROR} rank 0: communication failed: lost peer rank(s) [2]: no heartbeat"), lines
-    # the workers' group times out after --timeout, the shard finds the rest at once; the launcher
-    # then waits its grace of 10 s for the frozen rank (SIGTERM stays pending) before SIGKILL
-    assert seconds <= 2 * STOP_TIMEOUT_S + 10 + 15, seconds
+    # at most about two timeouts (see the module docstring), the launcher's grace of 10 s, slack
+    assert seconds <= 2 * STOP_TIMEOUT_S + 10 + 20, seconds
     assert left == {}
 
 
