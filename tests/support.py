@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -111,3 +112,90 @@ def design_example(path: Path) -> Dict[str, object]:
     sys.modules[module.__name__] = module
     exec(compile(code, f"{path}:how-to-add-an-algorithm", "exec"), module.__dict__)
     return module.__dict__
+
+
+def digits_reference(make_optimizer, workers: int, batch: int, steps: int, seed: int = 0) -> dict:
+    """The small CNN trained in this process, float64, on the union of ``workers`` trainers'
+    batches of the digits' first epoch (the runs' data: ``ShardSampler`` gives training rank r
+    positions r, r+n, ... of one permutation, so the union of the k-th batches is positions
+    n*b*k .. n*b*(k+1)-1 of it; the mean loss over the union is the mean of the trainers' mean
+    losses), ``steps`` steps of ``make_optimizer(params)``; returns its final state."""
+    import torch
+
+    from crossover_sgd.training.data import load_digits
+    from crossover_sgd.training.models import build_model
+
+    train, _ = load_digits()
+    inputs, targets = train.tensors
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed * 100_003 + 0))
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", 10, 1, 8).to(torch.float64)
+    optimizer = make_optimizer(model.parameters())
+    loss_fn = torch.nn.CrossEntropyLoss()
+    size = workers * batch
+    for step in range(steps):
+        idx = order[step * size:(step + 1) * size]
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(inputs[idx].to(torch.float64)), targets[idx]).backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------- ranks of a server family started by hand
+def server_family_argv(out: Path, algorithm: str, shards: int, timeout: float, extra: Sequence[str] = ()) -> List[str]:
+    """A run of a parameter-server or DistBelief algorithm, far longer than a fault test (the
+    fault ends it) unless ``extra`` says otherwise."""
+    return [sys.executable, "-m", "crossover_sgd", "train", "--algorithm", algorithm, "--ps-shards", str(shards),
+            "--epochs", "50", "--workers", "0", "--timeout", str(timeout), "--log-level", "WARNING",
+            "--out", str(out), *extra]
+
+
+def start_ranks(argv: Sequence[str], nproc: int) -> List[subprocess.Popen]:
+    """``nproc`` ranks of ``argv`` with torchrun-style variables and no launcher: each rank's own
+    exit code and stderr."""
+    from crossover_sgd.runtime.launch import free_port
+
+    port, procs = free_port(), []
+    for rank in range(nproc):
+        env = child_env({"RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
+                         "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                         "CUDA_VISIBLE_DEVICES": "", "TORCH_CPP_LOG_LEVEL": "ERROR"})
+        procs.append(subprocess.Popen(list(argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def csv_rows(path: Path) -> int:
+    """Rows of a CSV appended row by row (0 while it does not exist)."""
+    if not path.exists():
+        return 0
+    with path.open(newline="") as handle:
+        return len(list(csv.DictReader(handle)))
+
+
+def wait_until(condition, alive, what: str, wait_s: float = 180) -> None:
+    """Poll ``condition`` (bounded by ``wait_s``; fails at once if ``alive()`` turns False)."""
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {wait_s:.0f} s"
+        assert alive(), f"a rank ended before {what}"
+        time.sleep(0.1)
+
+
+def finish_ranks(procs: List[subprocess.Popen], ranks: Sequence[int], wait_s: float = 180) -> Dict[int, tuple]:
+    """Each of ``ranks``' (exit code, stderr, seconds until it ended, counted from now)."""
+    started, ended = time.monotonic(), {}
+    for rank in ranks:
+        try:
+            _, err = procs[rank].communicate(timeout=max(1.0, wait_s - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"rank {rank} did not end within {wait_s:.0f} s")
+        ended[rank] = (procs[rank].returncode, err, time.monotonic() - started)
+    return ended
+
+
+def cleanup_ranks(procs: List[subprocess.Popen]) -> None:
+    """Kill what is left (a stopped rank too) and reap every rank."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

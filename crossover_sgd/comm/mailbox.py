@@ -18,7 +18,10 @@ supported by Gloo (checked here).
 Losses: a peer whose connection closes is reported at once (a :class:`LostPeer` letter in the
 queue, raised by :meth:`Mailbox.receive`); a peer that stays silent while the owner waits for it
 is lost after ``timeout_s`` seconds if its heartbeat (``liveness``: seconds since its heartbeat
-last advanced) is as old, and after ``bound_s`` anyway. Every wait is therefore bounded.
+last advanced) is as old, and after ``bound_s`` anyway (a *patient* wait, for a peer that may
+rightly be silent for long while alive, has no such bound: only a peer without a heartbeat is
+lost). A lost peer is reported once; its later failures are ignored, and nothing waits for its
+letters to leave.
 
 Payload tensors must live in host memory and must not change after :meth:`Mailbox.send` (the
 sender thread reads them later): pass a copy of a buffer that keeps changing.
@@ -103,7 +106,8 @@ class Mailbox:
         self._held: List[Letter] = []  # taken from the queue but not asked for yet (see receive)
         self._outboxes: Dict[int, "queue.Queue[Any]"] = {}
         self._lock = threading.Lock()
-        self._unsent = 0
+        self._unsent: Dict[int, int] = {peer: 0 for peer in self.groups}
+        self.lost: List[int] = []  # peers reported lost (once)
         self._sent_all = threading.Condition(self._lock)
         self.closed: Dict[int, str] = {}  # peer -> why its link ended (its last letter, or a failure)
         for peer, group in sorted(self.groups.items()):
@@ -124,14 +128,14 @@ class Mailbox:
         head = torch.zeros(HEADER, dtype=torch.float64)
         head[: len(header)] = torch.tensor([float(v) for v in header], dtype=torch.float64)
         with self._lock:
-            self._unsent += 1
+            self._unsent[peer] += 1
         self._outboxes[peer].put((head, list(tensors)))
 
     def wait_sent(self, timeout: Optional[float] = None) -> bool:
-        """Wait until every queued letter has left (or failed); False on timeout."""
+        """Wait until every queued letter to a peer not lost has left (or failed); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._sent_all:
-            while self._unsent:
+            while any(n for peer, n in self._unsent.items() if peer not in self.lost):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -158,7 +162,7 @@ class Mailbox:
                 self._inbox.put(_Failure(peer, first_line(exc)))
             finally:
                 with self._sent_all:
-                    self._unsent -= 1
+                    self._unsent[peer] -= 1
                     self._sent_all.notify_all()
             if not failed and int(head[0]) in self.last_kinds:
                 return
@@ -183,10 +187,11 @@ class Mailbox:
                 return
 
     def receive(self, waiting_for: Sequence[int], what: str = "a letter",
-                accept: Optional[Callable[[Letter], bool]] = None) -> Letter:
+                accept: Optional[Callable[[Letter], bool]] = None, patient: bool = False) -> Letter:
         """The next letter (arrival order) that ``accept`` takes (default: any); letters it does
         not take are held for later calls. ``waiting_for``: the peers the caller needs a letter
-        from (checked for silence: see the module docstring). Raises :class:`LostPeer`."""
+        from (checked for silence: see the module docstring; ``patient``: no bound for a peer
+        with a heartbeat). Raises :class:`LostPeer`."""
         for i, letter in enumerate(self._held):
             if accept is None or accept(letter):
                 return self._held.pop(i)
@@ -196,7 +201,7 @@ class Mailbox:
                 try:
                     item = self._inbox.get(timeout=0.25)
                 except queue.Empty:
-                    self._check_silence(waiting_for, started, what)
+                    self._check_silence([p for p in waiting_for if p not in self.lost], started, what, patient)
                     continue
                 if isinstance(item, _Failure):
                     self._fail(item.peer, f"its connection failed ({item.reason})")
@@ -227,12 +232,18 @@ class Mailbox:
             self._held.append(item)
 
     def _fail(self, peer: int, reason: str) -> None:
-        if self.closed.get(peer) == "ended":  # a link that ended normally: its closing is no loss
+        if self.closed.get(peer) == "ended" or peer in self.lost:  # ended normally, or reported already
             return
         self.closed[peer] = reason
-        raise LostPeer(peer, f"lost {self.name(peer)}: {reason}")
+        self._lose(peer, f"lost {self.name(peer)}: {reason}")
 
-    def _check_silence(self, peers: Sequence[int], since: float, what: str) -> None:
+    def _lose(self, peer: int, message: str) -> None:
+        self.lost.append(peer)
+        with self._sent_all:
+            self._sent_all.notify_all()
+        raise LostPeer(peer, message)
+
+    def _check_silence(self, peers: Sequence[int], since: float, what: str, patient: bool = False) -> None:
         now = time.monotonic()
         for peer in peers:
             # read the heartbeat all along the wait, not only once the peer is silent too long: its
@@ -244,7 +255,7 @@ class Mailbox:
                 continue
             if stale is None or stale > self.timeout_s:
                 why = "and no heartbeat" if stale is not None else "(no heartbeat to tell whether it is alive)"
-                raise LostPeer(peer, f"lost {self.name(peer)}: no {what} for {silent:.0f} s {why}")
-            if silent > self.bound_s:
-                raise LostPeer(peer, f"lost {self.name(peer)}: no {what} for {silent:.0f} s although alive "
-                                     f"(the bound is {self.bound_s:.0f} s)")
+                self._lose(peer, f"lost {self.name(peer)}: no {what} for {silent:.0f} s {why}")
+            if silent > self.bound_s and not patient:
+                self._lose(peer, f"lost {self.name(peer)}: no {what} for {silent:.0f} s although alive "
+                                 f"(the bound is {self.bound_s:.0f} s)")

@@ -153,7 +153,7 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
     for sig in _FORWARDED:
         signal.signal(sig, forward)
     failed: Optional[tuple] = None
-    stopped = False
+    stopped = announced = False
     settle_until = 0.0
     received: Dict[int, bytes] = {}
     lost: Dict[int, int] = {}  # tolerated: rank -> its death's code
@@ -172,10 +172,10 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
                 failed = bad[0]
                 if failed[1] in _REPORTED:  # bad input or a lost peer: the rank's own line says it all
                     settle_until = time.monotonic() + _SETTLE_S
-                else:
-                    _announce(failed)
+                else:  # a rank died without a line (a signal): the launcher says it, and the lines of
+                    _announce(failed)  # the ranks it stops (who then find their peer gone) say no more
                     _stop(children, grace_s)
-                    stopped = True
+                    stopped = announced = True
             # stop the rest once the lowest rank that may report has (ranks that find the same error
             # exit by themselves), or after the settle time (ranks waiting for the failed one)
             reported = received and all(codes[r] is not None for r in range(min(received)))
@@ -190,7 +190,7 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
             signal.signal(sig, handler)
     _drain(readers, received)
     reports = {r: _parse_report(received[r]) for r in sorted(received) if received[r].strip()}
-    if reports:  # found alike by several ranks: said once; a rank's own bad input before others' lost peer
+    if reports and not announced:  # found alike by several ranks: said once; a rank's own bad input first
         first = (sorted(r for r, (code, _) in reports.items() if code == CONFIG_ERROR_EXIT) or sorted(reports))[0]
         print(reports[first][1], file=sys.stderr, flush=True)
     elif failed is not None and failed[1] in _REPORTED:

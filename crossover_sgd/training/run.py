@@ -197,7 +197,7 @@ def _train(config: TrainConfig, ctx: DistContext, trainer: Trainer, algorithm: A
         "torch": torch.__version__,
     }
     label = algorithm.node_label()
-    if label is None and trainer.group.collectives:  # e.g. a parameter server's workers and its result
+    if label is None:  # e.g. a parameter server's workers and its result (this trainer's alone without collectives)
         parts = trainer.group.gather_objects(algorithm.summary())
         if any(parts):
             summary["trainers"] = parts

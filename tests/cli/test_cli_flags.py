@@ -51,6 +51,9 @@ FLAGS_ADDED = {
     "--ps_lr_schedule", "--ps-eval-every", "--ps_eval_every", "--ps-delay", "--ps_delay", "--k-trace", "--k_trace",
     "--losp-gamma", "--losp_gamma", "--losp-gamma-schedule", "--losp_gamma_schedule", "--quant-bits", "--quant_bits",
     "--stochastic-rounding", "--stochastic_rounding",
+    # DistBelief (issue 14): Downpour SGD
+    "--n-fetch", "--n_fetch", "--n-push", "--n_push", "--ps-optimizer", "--ps_optimizer", "--warmstart-steps",
+    "--warmstart_steps",
 }
 
 

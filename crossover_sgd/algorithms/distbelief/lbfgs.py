@@ -320,7 +320,7 @@ def _strong_wolfe(space: VectorSpace, state: LBFGSState, t: float, d: str, f: fl
             break
 
         # interpolate
-        min_step = t
+        min_step = t + 0.01 * (t - t_prev)
         max_step = t * 10
         tmp = t
         t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
@@ -463,7 +463,7 @@ def lbfgs_step(space: VectorSpace, state: LBFGSState, options: LBFGSOptions,
 
     def report(ls_evals: int) -> None:
         if on_iteration is not None:
-            on_iteration({"n_iter": state.n_iter, "loss": loss, "t": float(t), "func_evals": state.func_evals,
+            on_iteration({"n_iter": state.n_iter, "loss": loss, "t": float(t), "func_evals": current_evals,
                           "ls_evals": ls_evals})
 
     n_iter = 0

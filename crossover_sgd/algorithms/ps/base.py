@@ -1,7 +1,7 @@
-"""What the parameter-server family shares: the roles, the options, and the worker's side.
+"""The parameter-server family's worker: rounds of pushes, overlap, segments, compensation.
 
 Ranks ``0 .. S-1`` (``--ps-shards S``) are server shards (:mod:`~crossover_sgd.algorithms.ps.server`),
-the others workers (the trainers). Each shard holds whole tensors of the model, split by bytes
+the others workers (the trainers): :mod:`~crossover_sgd.algorithms.ps.family`. Each shard holds whole tensors of the model, split by bytes
 (:mod:`~crossover_sgd.algorithms.ps.shards`). A worker takes local SGD steps (the run's optimizer
 and ``--lr``) and sums its raw gradients into ``G``; a *push* sends every shard its slice of ``G``
 and the number ``k`` of steps in it; a shard applies ``x = x - lr_ps * mean_i(G_i)`` once every
@@ -27,7 +27,6 @@ wait for each other.
 from __future__ import annotations
 
 import csv
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,45 +35,26 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from crossover_sgd.algorithms.base import Algorithm
-from crossover_sgd.algorithms.options import AlgorithmOptions, option
-from crossover_sgd.algorithms.ps.protocol import BYE, DONE, LAST_KINDS, PUSH, REPLY, Wire
-from crossover_sgd.algorithms.ps.records import SCHEDULES, WORKER_COLUMNS, RowLog, scheduled
-from crossover_sgd.algorithms.ps.shards import ShardLayout
-from crossover_sgd.algorithms.ps.state import flat_views, model_state, ps_groups, state_digest
-from crossover_sgd.comm.mailbox import Mailbox
+from crossover_sgd.algorithms.options import option
+from crossover_sgd.algorithms.ps.family import SERVER, ServerFamily, ServerOptions
+from crossover_sgd.algorithms.ps.protocol import PUSH, REPLY
+from crossover_sgd.algorithms.ps.records import WORKER_COLUMNS, scheduled
+from crossover_sgd.algorithms.ps.state import flat_views, state_digest
 from crossover_sgd.comm.quantize import dequantize, quantize
 from crossover_sgd.errors import ConfigError
-from crossover_sgd.runtime.process_group import TRAINER
 
 __all__ = ["PSOptions", "PSAlgorithm", "SERVER"]
 
-log = logging.getLogger(__name__)
-
-#: The role of a server shard's rank.
-SERVER = "server"
-
 
 @dataclass
-class PSOptions(AlgorithmOptions):
-    ps_shards: int = option(1, "parameter server: server ranks 0..S-1 holding the model's tensors, split by bytes",
-                            minimum=1, metavar="S")
+class PSOptions(ServerOptions):
     local_steps: int = option(8, "parameter server: local steps K per push (localsgd: exactly K; osp, losp, "
                                  "dqlosp: at most K while the previous push travels)", minimum=1, metavar="K")
-    ps_lr: Optional[float] = option(None, "parameter server: the server's learning rate in x = x - lr_ps * "
-                                          "mean(G) (default: --lr)", minimum=0.0)
-    ps_lr_schedule: str = option("constant", "parameter server: --ps-lr over training progress", choices=SCHEDULES)
-    ps_eval_every: int = option(1, "parameter server: evaluate the server's model every N aggregations (and "
-                                   "at the end)", minimum=1, metavar="N")
-    ps_delay: float = option(0.0, "parameter server: every server reply leaves this many seconds late (a slow "
-                                  "link on purpose, for tests and benchmarks)", minimum=0.0, metavar="SECONDS")
     k_trace: Optional[str] = option(None, "parameter server: replay the k of every push from an earlier run's "
                                           "directory (its ps/worker_rank*.csv, by worker order)", metavar="DIR")
 
     def check(self, world_size: Optional[int]) -> None:
-        if world_size is not None and world_size <= self.ps_shards:
-            raise ConfigError(f"{{ps_shards}} {self.ps_shards} server rank(s) leave no worker among the {world_size} "
-                              f"rank(s): start at least {self.ps_shards + 1} ranks")
+        super().check(world_size)
         if self.k_trace is not None and not (Path(self.k_trace) / "ps").is_dir():
             raise ConfigError(f"{{k_trace}} {self.k_trace} is not a run directory with a ps/ folder of worker "
                               "records: give the --out of an earlier run of this family")
@@ -109,7 +89,7 @@ class _Round:
     replies: Dict[int, Any]
 
 
-class PSAlgorithm(Algorithm):
+class PSAlgorithm(ServerFamily):
     """Base of the family (see the module docstring); subclasses set the class attributes."""
 
     options_class: ClassVar = PSOptions
@@ -120,114 +100,31 @@ class PSAlgorithm(Algorithm):
     overlap: ClassVar[bool] = False
     #: Whether the worker takes ``x - gamma * G`` instead of ``x`` (LOSP, DQLOSP).
     compensate: ClassVar[bool] = False
-    #: The bit width of the messages (None: raw tensors); DQLOSP reads ``--quant-bits``.
-    bits: ClassVar[Optional[int]] = None
 
-    @classmethod
-    def roles(cls, world_size: int, options: PSOptions) -> List[str]:
-        return [SERVER] * options.ps_shards + [TRAINER] * (world_size - options.ps_shards)
+    @property
+    def server_class(self) -> Any:
+        from crossover_sgd.algorithms.ps.server import SyncShard
 
-    def message_bits(self) -> Optional[int]:
-        return self.bits
+        return SyncShard
 
-    def stochastic(self) -> bool:
-        return False
-
-    def wire(self, model: nn.Module) -> Wire:
-        params, buffers = model_state(model)
-        layout = ShardLayout.of(params, buffers, self.options.ps_shards)
-        return Wire(layout, params[0].dtype, self.message_bits())
-
-    def names(self) -> Dict[int, str]:
-        shards = self.options.ps_shards
-        return {r: (f"server shard {r} (rank {r})" if r < shards else f"worker rank {r}")
-                for r in range(self.ctx.world_size)}
-
-    def liveness(self) -> Optional[Callable[[int], Optional[float]]]:
-        heartbeat = getattr(self.ctx, "heartbeat", None)
-        return heartbeat.staleness if heartbeat is not None else None
-
-    def prepare_role(self, model: nn.Module, resume_state: Optional[Dict[str, Any]] = None) -> None:
-        """A server shard; resumed, it starts from the first worker's checkpoint: checkpoints are
-        taken at a segment's end, where every worker holds the global model and the server's
-        counters (see :meth:`state_dict`)."""
-        from crossover_sgd.algorithms.ps.server import ShardServer
-
-        clock = None
-        if resume_state is not None:
-            model.load_state_dict(resume_state["model_state"])
-            clock = resume_state["algorithm_state"]["server_clock"]
-        self.server = ShardServer(self, model, clock)  # refuses a shard count the model cannot fill
-        self.wire_ = self.server.wire  # the layout seeds() reads (stochastic rounding of the server's updates)
-
-    def run_role(self, model: nn.Module, env: Any) -> Dict[str, Any]:
-        return self.server.run(env)
-
-    # ----------------------------------------------------------------------------- worker: set-up
     def prepare(self, model: nn.Module) -> nn.Module:
         model = super().prepare(model)
-        self.wire_ = self.wire(model)
-        layout = self.wire_.layout
-        self.params, self.buffers = model_state(model)
-        self.shards = list(range(self.options.ps_shards))
-        dtype, device = self.wire_.dtype, self.params[0].device
-        self.mine = {s: [self.params[i] for i in layout.params[s]] for s in self.shards}
-        self.my_buffers = {s: [self.buffers[i] for i in layout.buffers[s]] for s in self.shards}
-        self.g = {s: torch.zeros(layout.numel(s), dtype=dtype, device=device) for s in self.shards}
-        self.g_views = {s: flat_views(self.g[s], self.mine[s]) for s in self.shards}
-        self.x = {s: torch.cat([p.detach().reshape(-1).cpu() for p in self.mine[s]]) if self.mine[s]
-                  else torch.zeros(0, dtype=dtype) for s in self.shards}  # the worker's copy of the global model
-        groups = ps_groups(len(self.shards), list(self.ctx.trainers), self.ctx.rank, timeout_s=86_400.0)
-        self.mailbox = Mailbox(self.ctx.rank, groups, self.wire_.payload, stats=self.comm, last_kinds=LAST_KINDS,
-                               names=self.names(), timeout_s=self.config.timeout, liveness=self.liveness())
+        self.connect(model, WORKER_COLUMNS)
         self.trace = read_k_trace(self.options.k_trace, self.ctx.train_rank) if self.options.k_trace else None
-        self.planned = 0  # steps this worker will take (set by plan())
-        self.steps = self.k = self.pushes = 0
-        self.k_total = 0
+        self.k = 0  # steps since the last push
         self.synced = True  # no step since the last segment's end
         self.pending: Optional[_Round] = None
-        self.loss_sum, self.loss_n = 0.0, 0
         self.copy_checks = 0
-        self.wait_s = 0.0
-        self.started = self.last_push_at = time.perf_counter()  # again at the first micro-batch (below)
-        self.elapsed_before = 0.0  # of the earlier segments of a resumed run
-        self.training = False
+        self.last_push_at = time.perf_counter()
         self.wait_since_push = 0.0
-        self.server_final: Dict[str, float] = {}
-        self.rows = RowLog(self.out / "ps" / f"worker_rank{self.ctx.rank}.csv", WORKER_COLUMNS,
-                           append=self.config.resume) if self.out is not None else None
-        self.server_clock = {"rounds": 0, "iterations": 0}  # the shards' counters at the last reply
         return model
 
-    def plan(self, steps_per_epoch: int) -> None:
-        cfg = self.config
-        total = cfg.epochs * steps_per_epoch
-        self.planned = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total
-
-    # ----------------------------------------------------------------------------- worker: steps
-    def micro_batch(self, is_last: bool):
-        if not self.training:  # the clocks start with training, not with the set-up before it
-            self.training = True
-            self.started = self.last_push_at = time.perf_counter()
-        return super().micro_batch(is_last)
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
-
-    def observe(self, loss: torch.Tensor) -> None:
-        finite = torch.isfinite(loss)
-        self.loss_sum = self.loss_sum + torch.where(finite, loss, torch.zeros_like(loss))
-        self.loss_n = self.loss_n + finite.to(torch.int64)
+    def training_started(self) -> None:
+        self.last_push_at = time.perf_counter()
 
     def optimizer_step(self, local_step: Callable[[], None], optimizer: torch.optim.Optimizer) -> None:
-        with torch.no_grad():
-            for s in self.shards:
-                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.mine[s]]
-                if grads:
-                    torch._foreach_add_(self.g_views[s], grads)
-        local_step()
+        super().optimizer_step(local_step, optimizer)
         self.k += 1
-        self.steps += 1
         self.synced = False
 
     def target_k(self) -> Optional[float]:
@@ -269,23 +166,19 @@ class PSAlgorithm(Algorithm):
     # ----------------------------------------------------------------------------- worker: messages
     def _push(self, final: bool) -> None:
         k = self.k
-        n = int(self.loss_n)
-        loss = float(self.loss_sum) / n if n else float("nan")
+        loss = self.take_loss()
         header = [PUSH, self.pushes, k, int(final), loss, self.planned, int(k == 0)]
         now = time.perf_counter()
         for s in self.shards:
             tensors: List[torch.Tensor] = []
             if k > 0:
-                tensors = self._encode(s, self.g[s].detach().to("cpu", copy=True))
-                tensors += [torch.cat([b.detach().reshape(-1).cpu() for b in self.my_buffers[s]])] \
-                    if self.my_buffers[s] else []
+                tensors = self._encode(s, self.g[s].detach().to("cpu", copy=True)) + self.buffer_payload(s)
             self.mailbox.send(s, header, tensors)
         self.pending = _Round(self.pushes, k, final, loss, now, now - self.last_push_at - self.wait_since_push, {})
         self.last_push_at, self.wait_since_push = now, 0.0
         self.pushes += 1
         self.k_total += k
         self.k = 0
-        self.loss_sum, self.loss_n = 0.0, 0
         for s in self.shards:
             self.g[s].zero_()
 
@@ -378,22 +271,6 @@ class PSAlgorithm(Algorithm):
         base = opts.losp_gamma if opts.losp_gamma is not None else self.config.lr
         return scheduled(base, opts.losp_gamma_schedule, self.steps / max(self.planned, 1))
 
-    # ----------------------------------------------------------------------------- worker: the end
-    def finish(self, status: str) -> None:
-        """Tell every shard this worker is done; take the shards' goodbyes (the server's result)."""
-        self.flush()
-        for s in self.shards:
-            self.mailbox.send(s, [DONE])
-        for s in self.shards:
-            letter = self.mailbox.receive([s], "goodbye", lambda l, s=s: l.peer == s and l.kind == BYE)
-            if s == 0:
-                rounds, iterations, acc, loss = letter.header[1:5]
-                self.server_final = {"rounds": int(rounds), "global_iterations": int(iterations),
-                                     "test_acc": acc, "test_loss": loss}
-        self.mailbox.wait_sent(timeout=self.config.timeout)
-        if self.rows is not None:
-            self.rows.close()
-
     def metrics(self) -> Dict[str, float]:
         return {"ps_pushes": float(self.pushes), "ps_mean_k": self.k_total / max(self.pushes, 1)}
 
@@ -415,7 +292,4 @@ class PSAlgorithm(Algorithm):
                     self.x[s].copy_(torch.cat([p.detach().reshape(-1).cpu() for p in self.mine[s]]))
 
     def summary(self) -> Dict[str, Any]:
-        return {"rank": self.ctx.rank, "pushes": self.pushes, "steps": self.steps,
-                "mean_k": self.k_total / max(self.pushes, 1), "wait_s": round(self.wait_s, 3),
-                "train_s": round(time.perf_counter() - self.started - self.wait_s, 3),
-                "copy_checks": self.copy_checks, "server": self.server_final}
+        return {**super().summary(), "copy_checks": self.copy_checks}

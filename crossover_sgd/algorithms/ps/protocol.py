@@ -15,12 +15,20 @@ REPLY    shard -> worker     round, updates n, global iterations,    raw: the sl
                              server learning rate, digest of x       updates (packed + norms); then the
                              (quantized), the shard's elapsed s      averaged buffers
 DONE     worker -> shard     (none)                                  (none): the worker's last letter
-BYE      shard -> worker     rounds, global iterations, test         (none): the shard's last letter
-                             accuracy, test loss (shard 0's)
+BYE      shard -> worker     rounds, global iterations, test         the workers lost on the way, if any
+                             accuracy, test loss (shard 0's), the    (float64 ranks): the shard's last
+                             number of workers lost                  letter
+FETCH    worker -> shard     fetch index                             (none): Downpour's request
+PARAMS   shard -> worker     fetch index, the shard's version        the slice x, then the buffers
+                             (updates applied), global iterations,
+                             the shard's elapsed s
 SLICE    shard k -> shard 0  round                                   x and buffers of shard k (for the
                                                                      evaluation of the whole model);
                                                                      LAST_SLICE: the same, the last
 =======  ==================  ======================================  ===================================
+
+A Downpour push carries, after the kind's fields above, the shard's version at the fetch its
+first step was computed on (header[7]).
 
 ``G`` is the sum of the worker's raw local gradients since its previous push (k steps). A push
 with ``final`` set ends the worker's *segment* (the training loop's synchronisation before an
@@ -38,9 +46,9 @@ import torch
 from crossover_sgd.algorithms.ps.shards import ShardLayout
 from crossover_sgd.comm.quantize import packed_nbytes
 
-__all__ = ["PUSH", "REPLY", "DONE", "BYE", "SLICE", "LAST_SLICE", "LAST_KINDS", "Wire"]
+__all__ = ["PUSH", "REPLY", "DONE", "BYE", "SLICE", "LAST_SLICE", "FETCH", "PARAMS", "LAST_KINDS", "Wire"]
 
-PUSH, REPLY, DONE, BYE, SLICE, LAST_SLICE = 1, 2, 3, 4, 5, 6
+PUSH, REPLY, DONE, BYE, SLICE, LAST_SLICE, FETCH, PARAMS = 1, 2, 3, 4, 5, 6, 7, 8
 #: The last letter on a link: a worker's DONE, a shard's BYE, a shard's last SLICE to shard 0.
 LAST_KINDS = (DONE, BYE, LAST_SLICE)
 
@@ -86,6 +94,8 @@ class Wire:
             return self.push(shard, header)
         if kind == REPLY:
             return self.reply(shard, header)
-        if kind in (SLICE, LAST_SLICE):
+        if kind in (SLICE, LAST_SLICE, PARAMS):
             return self.model(shard)
+        if kind == BYE and len(header) > 5 and header[5]:
+            return [torch.empty(int(header[5]), dtype=torch.float64)]
         return []

@@ -31,10 +31,12 @@ def state_digest(flat: torch.Tensor) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=6).digest(), "big")
 
 
-def ps_groups(shards: int, workers: List[int], rank: int, timeout_s: float) -> Dict[int, Any]:
+def ps_groups(shards: int, workers: List[int], rank: int, timeout_s: float, extra: List[int] = ()) -> Dict[int, Any]:
     """The two-rank Gloo groups of a run (every rank calls this in the same order): each worker
-    with each shard, and shard 0 with every other shard. Returns this rank's, by peer."""
+    with each shard, shard 0 with every other shard, and each rank of ``extra`` (a coordinator)
+    with every shard and every worker. Returns this rank's, by peer."""
     edges = [(s, w) for s in range(shards) for w in workers] + [(0, s) for s in range(1, shards)]
+    edges += [(e, peer) for e in extra for peer in list(range(shards)) + list(workers)]
     return edge_groups(edges, rank, timeout_s=timeout_s)
 
 

@@ -31,7 +31,7 @@ import torch
 from crossover_sgd.algorithms.ps.shards import ShardLayout
 from crossover_sgd.comm.mailbox import HEADER
 from crossover_sgd.comm.quantize import packed_nbytes
-from support import ROOT, child_env
+from support import ROOT, child_env, digits_reference
 
 pytestmark = pytest.mark.slow
 
@@ -166,28 +166,8 @@ def initial_state(dtype: torch.dtype) -> Dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------ 1. localSGD K=1 = AllReduce
 def union_batch_sgd(workers: int, batch: int, steps: int) -> Dict[str, torch.Tensor]:
-    """Plain SGD (float64, lr LR) in this process on the union of the workers' batches: the
-    ShardSampler gives training rank r positions r, r+n, ... of one permutation, so the union of
-    the k-th batches is positions n*b*k .. n*b*(k+1)-1 of it; the mean loss over the union is the
-    mean of the workers' mean losses."""
-    from crossover_sgd.training.data import load_digits
-    from crossover_sgd.training.models import build_model
-
-    train, _ = load_digits()
-    inputs, targets = train.tensors
-    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(0 * 100_003 + 0))
-    torch.manual_seed(0)
-    model = build_model("small_cnn", 10, 1, 8).to(torch.float64)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    size = workers * batch
-    for step in range(steps):
-        idx = order[step * size:(step + 1) * size]
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(inputs[idx].to(torch.float64)), targets[idx]).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.sub_(p.grad, alpha=LR)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """Plain SGD (float64, lr LR) in this process on the union of the workers' batches."""
+    return digits_reference(lambda params: torch.optim.SGD(params, lr=LR), workers, batch, steps)
 
 
 def test_localsgd_with_one_local_step_is_allreduce_sgd(runs):
