@@ -103,15 +103,15 @@ def test_consensus_sim_quick(tmp_path):
 
 
 def test_ps_round_quick(tmp_path):
-    """Five real training runs of the command line (localsgd, osp, allreduce; localsgd and osp
-    with a slow server link): per run its rounds, accuracy and bytes; the overlap rows and goal."""
+    """Four real training runs of the command line (localsgd and osp, without and with a slow server
+    link): per run its rounds, accuracy and bytes; the overlap rows and goal."""
     keep = tmp_path / "runs"
-    data = run_benchmark("ps_round", tmp_path, "--keep", str(keep), timeout=420)
-    assert data["settings"]["nprocs"] == [1, 2] and data["settings"]["overlap_goal"] == 1.1
+    data = run_benchmark("ps_round", tmp_path, "--keep", str(keep), "--algorithms", "localsgd", "osp", timeout=420)
+    assert data["settings"]["overlap_goal"] == 1.1
     runs = {r["algorithm"]: r for r in data["rows"] if r["kind"] == "run"}
-    assert list(runs) == ["localsgd", "osp", "allreduce"]
+    assert list(runs) == ["localsgd", "osp"]
     for algorithm, r in runs.items():
-        assert r["rounds"] > 1 and r["global_iterations"] == runs["allreduce"]["global_iterations"], r
+        assert r["rounds"] > 1 and r["global_iterations"] == 89, r  # 1 worker, 1 epoch of batches of 16
         assert r["round_s_mean"] > 0 and r["train_wall_s"] > 0 and 0 < r["final_acc"] <= r["best_acc"] <= 1, r
         assert r["time_to_target_s"] is None or r["time_to_target_s"] > 0
         assert (keep / algorithm / "summary.json").is_file()

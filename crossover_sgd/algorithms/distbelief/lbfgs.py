@@ -9,8 +9,13 @@ or max (:meth:`~VectorSpace.max_abs`); this module knows nothing of shards.
 
 :func:`lbfgs_step` is one ``torch.optim.LBFGS.step(closure)``: the same conditions, in the same order,
 on the same values (the port of torch's ``step``, ``_strong_wolfe`` and ``_cubic_interpolate``, with
-its scalars as Python floats). On :class:`LocalSpace` (registers are flat torch tensors, ``x`` is the
-flattened ``params``) it reproduces torch's iterates in float64 (see the tests).
+its scalars as Python floats, marked where torch holds them as 0-dim tensors: see
+:class:`_TensorScalar`). On :class:`LocalSpace` (registers are flat torch tensors, ``x`` is the
+flattened ``params``) it reproduces torch's float64 iterates bit for bit (see the tests). Not so on
+float32 parameters (torch does that scalar arithmetic in float32, the coordinator in float64), nor
+on a sharded space: a dot product or a sum summed shard by shard rounds differently from one
+``torch.dot`` (max_abs is exact either way), and the line search's branches turn those last bits
+into different trajectories over many iterations.
 
 Register names: ``x`` (the parameters, :data:`X`), ``d`` (the direction, :data:`DIRECTION`), and names
 the coordinator makes up from :attr:`LBFGSState.next_register` (``g7``, ``y8``, ``s9``, ``ls10``...).
@@ -463,7 +468,7 @@ def lbfgs_step(space: VectorSpace, state: LBFGSState, options: LBFGSOptions,
 
     def report(ls_evals: int) -> None:
         if on_iteration is not None:
-            on_iteration({"n_iter": state.n_iter, "loss": loss, "t": float(t), "func_evals": current_evals,
+            on_iteration({"n_iter": state.n_iter, "loss": loss, "t": float(t), "func_evals": state.func_evals,
                           "ls_evals": ls_evals})
 
     n_iter = 0

@@ -323,12 +323,12 @@ def test_division_follows_torchs_scalar_types():
 
 @pytest.mark.parametrize("make_params, loss_fn, opts", [
     pytest.param(rosenbrock_params(10), rosenbrock_loss, dict(WOLFE, max_iter=100, lr=10.0), id="rosenbrock10"),
-    pytest.param(logreg_params, logreg_loss, dict(WOLFE, max_iter=40, history_size=10), id="digits"),
+    pytest.param(logreg_params, logreg_loss, dict(WOLFE, max_iter=25, history_size=10), id="digits"),
 ])
 def test_long_runs_are_torchs_bit_for_bit(make_params, loss_fn, opts):
     pair = run(Pair(make_params, loss_fn, **opts), 2)
     assert all(torch.equal(mine.detach(), ref.detach()) for mine, ref in zip(pair.mine, pair.ref))
-    assert pair.state.n_iter > 40
+    assert pair.state.n_iter >= 30
 
 
 def test_options_follow_torch_defaults_and_refuse_bad_values():

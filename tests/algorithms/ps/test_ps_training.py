@@ -16,7 +16,9 @@ from support import cli
 pytestmark = pytest.mark.slow
 
 #: Small batches and K = 4 give ~55 rounds in 15 epochs of the 1,437 training digits at 8 workers.
-SETTINGS = ("--epochs", "15", "--batch-size", "16", "--local-steps", "4", "--ps-lr", "0.5", "--ps-eval-every", "10",
+#: A round moves x by up to lr_ps x k gradients (OSP's a round stale): lr_ps 0.25 keeps that <= 1
+#: (0.5 made OSP oscillate on a loaded machine, where k sits at its maximum).
+SETTINGS = ("--epochs", "15", "--batch-size", "16", "--local-steps", "4", "--ps-lr", "0.25", "--ps-eval-every", "10",
             "--workers", "0", "--timeout", "120", "--log-level", "WARNING")
 
 
