@@ -27,6 +27,14 @@ SLICE    shard k -> shard 0  round                                   x and buffe
                                                                      LAST_SLICE: the same, the last
 =======  ==================  ======================================  ===================================
 
+Sandblaster (coordinator ``c``, replicas, shards): ``OP`` c -> shard (an operation on the shard's
+registers: header ``opcode, dst, a, b, scalar, evaluation``), ``SCALAR`` shard -> c (a dot product,
+max or sum of the shard's part; after an evaluation's end, the count of portions missing, listed
+in the payload), ``READY`` replica -> c (the batch size it sees), ``TASK`` c -> replica
+(evaluation, portion, first and end sample), ``PORTION`` replica -> shard (evaluation, portion; the
+gradient of the portion's summed loss), ``RESULT`` replica -> c (evaluation, portion, summed
+loss), ``EPOCH`` c -> replica (evaluate the model now), ``STOP`` c -> all (its last letter).
+
 A Downpour push carries, after the kind's fields above, the shard's version at the fetch its
 first step was computed on (header[7]).
 
@@ -46,11 +54,15 @@ import torch
 from crossover_sgd.algorithms.ps.shards import ShardLayout
 from crossover_sgd.comm.quantize import packed_nbytes
 
-__all__ = ["PUSH", "REPLY", "DONE", "BYE", "SLICE", "LAST_SLICE", "FETCH", "PARAMS", "LAST_KINDS", "Wire"]
+__all__ = ["PUSH", "REPLY", "DONE", "BYE", "SLICE", "LAST_SLICE", "FETCH", "PARAMS", "OP", "SCALAR", "TASK",
+           "RESULT", "PORTION", "EPOCH", "STOP", "READY", "LAST_KINDS", "Wire"]
 
 PUSH, REPLY, DONE, BYE, SLICE, LAST_SLICE, FETCH, PARAMS = 1, 2, 3, 4, 5, 6, 7, 8
-#: The last letter on a link: a worker's DONE, a shard's BYE, a shard's last SLICE to shard 0.
-LAST_KINDS = (DONE, BYE, LAST_SLICE)
+#: Sandblaster's letters (:mod:`crossover_sgd.algorithms.distbelief.sandblaster`).
+OP, SCALAR, TASK, RESULT, PORTION, EPOCH, STOP, READY = 9, 10, 11, 12, 13, 14, 15, 16
+#: The last letter on a link: a worker's DONE, a shard's BYE, a shard's last SLICE to shard 0, a
+#: coordinator's STOP.
+LAST_KINDS = (DONE, BYE, LAST_SLICE, STOP)
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,10 @@ class Wire:
             return self.reply(shard, header)
         if kind in (SLICE, LAST_SLICE, PARAMS):
             return self.model(shard)
+        if kind == PORTION:
+            return self.update(shard)
+        if kind == SCALAR and header[2]:
+            return [torch.empty(int(header[2]), dtype=torch.float64)]
         if kind == BYE and len(header) > 5 and header[5]:
             return [torch.empty(int(header[5]), dtype=torch.float64)]
         return []
