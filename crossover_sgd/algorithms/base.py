@@ -98,8 +98,15 @@ class Algorithm:
         ``resume_state``: with ``--resume``, the first trainer's checkpoint (its model, its
         algorithm's :meth:`state_dict`)."""
 
-    def plan(self, steps_per_epoch: int) -> None:
-        """Told by the training loop once its number of steps per epoch is known."""
+    def plan(self, steps_per_epoch: int, samples: int = 0) -> None:
+        """Told by the training loop once its steps per epoch (and its training samples) are known;
+        may refuse them (ConfigError: no file is written yet)."""
+
+    def drive(self, trainer: Any) -> Optional[Dict[str, Any]]:
+        """An algorithm that is not a loop of SGD steps runs the trainer itself and returns what
+        :meth:`Trainer.fit` returns (e.g. Sandblaster's replicas, which compute what a
+        coordinator hands out); None: the training loop runs as usual."""
+        return None
 
     def observe(self, loss: torch.Tensor) -> None:
         """Called with each micro-batch's (detached) training loss."""

@@ -15,7 +15,7 @@ from crossover_sgd.algorithms.base import Algorithm
 from crossover_sgd.algorithms.gossip import CrossoverSGD, HierarchicalCrossoverSGD, SGP
 from crossover_sgd.algorithms.options import AlgorithmOptions, OptionSpec
 from crossover_sgd.algorithms.p2p import CADMM, DSGD, AdmmISVR, AdmmSGD, GossipSGD, PdmmISVR, PdmmSGD
-from crossover_sgd.algorithms.distbelief import Downpour
+from crossover_sgd.algorithms.distbelief import Downpour, Sandblaster
 from crossover_sgd.algorithms.ps import DQLOSP, LOSP, OSP, LocalSGD
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
@@ -26,7 +26,7 @@ __all__ = ["REGISTERED", "ALGORITHMS", "OptionValues", "option_specs", "option_g
 #: Every algorithm, in the order ``--help`` and messages list them.
 REGISTERED: Tuple[Type[Algorithm], ...] = (AllReduceSGD, SGP, CrossoverSGD, HierarchicalCrossoverSGD,
                                            DSGD, GossipSGD, PdmmSGD, AdmmSGD, PdmmISVR, AdmmISVR, CADMM,
-                                           LocalSGD, OSP, LOSP, DQLOSP, Downpour)
+                                           LocalSGD, OSP, LOSP, DQLOSP, Downpour, Sandblaster)
 ALGORITHMS: Dict[str, Type[Algorithm]] = {cls.name: cls for cls in REGISTERED}
 
 

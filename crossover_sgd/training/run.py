@@ -143,6 +143,7 @@ def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: flo
     trainer = Trainer(config, ctx, data, algorithm, out) if ctx.role == TRAINER else None  # may refuse input
     role_model = None
     if trainer is None:  # another role (a server): its initial model, checked like a trainer's
+        algorithm.plan(0, len(data.train))  # what depends on the data is refused on every rank alike
         role_model = initial_model(config, data.num_classes, data.in_channels, data.image_size, ctx.device)
         algorithm.prepare_role(role_model, resume_state)
     run_dir = RunDirectory(out, ctx.trainers)  # what exists before any rank creates it (see RunDirectory)

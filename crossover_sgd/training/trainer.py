@@ -79,7 +79,7 @@ class Trainer:
             raise ConfigError(
                 f"{{batch_size}} {config.batch_size} x {{local_itr}} {config.local_itr} x {ctx.train_size} ranks "
                 f"exceeds the {len(data.train)} training samples: no complete step per epoch; use smaller values")
-        algorithm.plan(self.steps_per_epoch)
+        algorithm.plan(self.steps_per_epoch, len(train))
         self.workers = config.workers if config.workers is not None else default_workers(ctx.local_size)
         self.loader_rng = torch.Generator()
         self.loader = DataLoader(train, batch_size=config.batch_size, sampler=self.sampler, drop_last=True,
@@ -210,6 +210,9 @@ class Trainer:
     def fit(self) -> Dict[str, Any]:
         """Train to the last epoch (or ``--stop-at-step``, or a preemption signal agreed by every
         rank: see :mod:`~crossover_sgd.training.preemption`); return the final evaluation."""
+        driven = self.algorithm.drive(self)
+        if driven is not None:
+            return driven
         cfg = self.config
         stopped = None  # why the run ends early: "stopped" ({stop_at_step}) or "preempted" (a signal)
         preemption = Preemption(self.ctx, collectives=self.group.collectives).install()

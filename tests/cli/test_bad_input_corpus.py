@@ -299,6 +299,16 @@ CASES: List[Case] = [
     train("--algorithm", "osp", "--k-trace", "{DIR}", words=("--k-trace {DIR}", "not a run directory")),
     train("--algorithm", "osp", "--ps-delay", "-0.5", words=("--ps-delay -0.5", ">= 0")),
     train("--algorithm", "losp", "--losp-gamma-schedule", "exp", words=("--losp-gamma-schedule", "'exp'", "cosine")),
+    # ---- DistBelief (train): Downpour's and Sandblaster's options, the coordinator's rank, the batch
+    train("--algorithm", "downpour", "--n-fetch", "0", words=("--n-fetch 0", ">= 1")),
+    train("--algorithm", "downpour", "--n-push", "0", words=("--n-push 0", ">= 1")),
+    train("--algorithm", "downpour", "--ps-optimizer", "adam", words=("--ps-optimizer", "'adam'", "sgd, adagrad")),
+    train("--algorithm", "sandblaster", "--history-size", "0", words=("--history-size 0", ">= 1")),
+    train("--algorithm", "sandblaster", "--nproc", "2", words=("--ps-shards 1", "1 coordinator",
+                                                                "no worker among the 2 rank(s)", "at least 3 ranks")),
+    # found by the replicas when they see the data (before anything is written)
+    train("--algorithm", "sandblaster", "--nproc", "3", "--portion-size", "5000",
+          words=("--portion-size 5000 is larger than the batch", "use at most")),
     # ---- imagenet_test.py
     legacy("--world_size", "4", words=("--world_size 4", "--nproc 4", "srun", "torchrun", "mpirun")),
     legacy("--crossover", "True", words=("--crossover True", "--allreduce True")),

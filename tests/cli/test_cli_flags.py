@@ -54,6 +54,10 @@ FLAGS_ADDED = {
     # DistBelief (issue 14): Downpour SGD
     "--n-fetch", "--n_fetch", "--n-push", "--n_push", "--ps-optimizer", "--ps_optimizer", "--warmstart-steps",
     "--warmstart_steps",
+    # DistBelief: Sandblaster L-BFGS
+    "--portion-size", "--portion_size", "--lbfgs-batch", "--lbfgs_batch", "--history-size", "--history_size",
+    "--lbfgs-max-iter", "--lbfgs_max_iter", "--lbfgs-lr", "--lbfgs_lr", "--line-search", "--line_search",
+    "--slow-replicas", "--slow_replicas", "--slow-factor", "--slow_factor",
 }
 
 

@@ -164,7 +164,7 @@ class ServerFamily(Algorithm):
         """What a letter from ``peer`` carries (a shard's letters: :class:`Wire`)."""
         return self.wire_.payload(peer, header)
 
-    def plan(self, steps_per_epoch: int) -> None:
+    def plan(self, steps_per_epoch: int, samples: int = 0) -> None:
         cfg = self.config
         total = cfg.epochs * steps_per_epoch
         self.planned = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total

@@ -85,6 +85,8 @@ class ShardServer:
                 self.mailbox.send(w, [BYE, self.rounds, self.iterations, self.final["test_acc"],
                                       self.final["test_loss"], len(lost)],
                                   [torch.tensor(lost, dtype=torch.float64)] if lost else [])
+        for rank in self.algorithm.extra_ranks():  # a coordinator
+            self.mailbox.send(rank, [BYE])
         if self.shard == 0:
             for s in range(1, self.shards):
                 self.mailbox.send(s, [BYE])

@@ -1,0 +1,97 @@
+"""Sandblaster L-BFGS with real processes: its iterates on a deterministic full-batch problem (the
+digits, multinomial logistic regression, float64) equal ``torch.optim.LBFGS``'s with the same
+settings, whatever the number of replicas, shards and the portion size, backups included; a
+replica killed mid-run changes nothing; a slowed replica gets fewer portions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from support import cleanup_ranks, cli, csv_rows, finish_ranks, start_ranks, wait_until
+
+pytestmark = pytest.mark.slow
+
+LBFGS = dict(lr=1.0, max_iter=4, history_size=5, line_search_fn="strong_wolfe")
+BASE = ("--algorithm", "sandblaster", "--model", "logistic", "--dtype", "float64", "--lbfgs-max-iter", "4",
+        "--history-size", "5", "--workers", "0", "--timeout", "30", "--log-level", "WARNING")
+
+
+def reference(epochs: int) -> dict:
+    """torch.optim.LBFGS on the full training set: one step() per epoch."""
+    from crossover_sgd.training.data import load_digits
+    from crossover_sgd.training.models import build_model
+
+    train, _ = load_digits()
+    inputs, targets = train.tensors
+    inputs = inputs.to(torch.float64)
+    torch.manual_seed(0)
+    model = build_model("logistic", 10, 1, 8).to(torch.float64)
+    optimizer = torch.optim.LBFGS(model.parameters(), **LBFGS)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    for _ in range(epochs):
+        optimizer.step(closure)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def final_state(out, rank):
+    (path,) = sorted(out.glob(f"checkpoints/step*/rank{rank}.pt"))[-1:]
+    return torch.load(path, weights_only=True)["model_state"]
+
+
+def assert_close(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-7, atol=1e-9), (k, (a[k] - b[k]).abs().max())
+
+
+@pytest.mark.parametrize("shards,replicas,portion", [(1, 2, 200), (2, 3, 97)])
+def test_iterates_equal_torch_lbfgs_whatever_the_replicas_shards_and_portions(tmp_path, shards, replicas, portion):
+    out = tmp_path / "run"
+    done = cli("train", *BASE, "--nproc", str(shards + 1 + replicas), "--ps-shards", str(shards), "--epochs", "2",
+               "--portion-size", str(portion), "--out", str(out), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = reference(2)
+    for rank in range(shards + 1, shards + 1 + replicas):
+        assert_close(final_state(out, rank), expected)
+    coordinator = json.loads((out / "ps" / "coordinator.json").read_text())
+    assert coordinator["portions"] == -(-coordinator["batch"] // portion)
+    assert coordinator["backups"] > 0  # near each evaluation's end: duplicates were discarded, nothing changed
+    assert sum(coordinator["portions_by_replica"].values()) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_val_acc"][0] >= 0.90  # 8 L-BFGS iterations train the logistic regression
+
+
+def test_a_killed_replica_changes_no_iterate_and_a_slow_one_gets_fewer_portions(tmp_path):
+    out, nproc, epochs = tmp_path / "run", 6, 4  # 1 shard, the coordinator, 4 replicas (ranks 2..5)
+    argv = [os.environ.get("PYTHON", "python"), "-m", "crossover_sgd", "train", *BASE, "--ps-shards", "1",
+            "--epochs", str(epochs), "--portion-size", "60", "--slow-replicas", "0", "--slow-factor", "3",
+            "--out", str(out)]
+    import sys
+    argv[0] = sys.executable
+    procs = start_ranks(argv, nproc)
+    try:
+        wait_until(lambda: csv_rows(out / "ps" / "coordinator.csv") >= 2, lambda: all(p.poll() is None for p in procs),
+                   "two L-BFGS iterations")
+        os.kill(procs[5].pid, signal.SIGKILL)
+        ended = finish_ranks(procs, [0, 1, 2, 3, 4])
+    finally:
+        cleanup_ranks(procs)
+    assert {rank: code for rank, (code, _, _) in ended.items()} == {r: 0 for r in range(5)}, ended
+    expected = reference(epochs)
+    for rank in (2, 3, 4):
+        assert_close(final_state(out, rank), expected)
+    coordinator = json.loads((out / "ps" / "coordinator.json").read_text())
+    assert coordinator["lost_replicas"] == [5]
+    by = {int(r): n for r, n in coordinator["portions_by_replica"].items()}
+    assert by[2] < min(by[3], by[4])  # training rank 0 sleeps 3x each portion's time: it gets fewer
