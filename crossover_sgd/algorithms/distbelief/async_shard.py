@@ -33,9 +33,9 @@ __all__ = ["AsyncShard", "ASYNC_SHARD_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-#: A Downpour shard's row per applied push (shard 0: the whole model's test accuracy every
-#: ``--ps-eval-every`` updates).
-ASYNC_SHARD_COLUMNS = ("update", "replica", "k", "staleness", "lr_ps", "global_iterations", "test_loss", "test_acc",
+#: A Downpour shard's row per applied push (``round``: the updates applied so far, as the other
+#: shards' rows count them; shard 0: the whole model's test accuracy every ``--ps-eval-every``).
+ASYNC_SHARD_COLUMNS = ("round", "replica", "k", "staleness", "lr_ps", "global_iterations", "test_loss", "test_acc",
                        "bytes_recv", "bytes_sent", "elapsed_s")
 ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default
 
@@ -106,7 +106,7 @@ class AsyncShard(ShardServer):
         self.rounds += 1
         self.iterations += k
         result = self._evaluate(force=False)
-        self.rows.append({"update": self.rounds, "replica": push.peer, "k": k, "staleness": staleness,
+        self.rows.append({"round": self.rounds, "replica": push.peer, "k": k, "staleness": staleness,
                           "lr_ps": self.lr_now, "global_iterations": self.iterations,
                           "test_loss": result.get("val_loss", float("nan")),
                           "test_acc": result.get("val_acc", float("nan")), "bytes_recv": self.algorithm.comm.bytes_recv,

@@ -38,7 +38,8 @@ AT_X = -1  # EVAL_BEGIN's direction register for an evaluation at x itself
 class SandblasterShard(ShardServer):
     """Sandblaster's shard; see the module docstring."""
 
-    columns = ("evaluation", "t", "portions", "duplicates", "elapsed_s")
+    #: a row per evaluation of the batch's loss and gradient (``round``: evaluations so far)
+    columns = ("round", "evaluation", "portions", "duplicates", "elapsed_s")
 
     def serve(self) -> None:
         self.registers: Dict[int, torch.Tensor] = {0: self.x}
@@ -123,9 +124,9 @@ class SandblasterShard(ShardServer):
             for p in range(1, count):
                 total.add_(self.portions[p])
             self.registers[dst] = total.div_(batch)
-            self.rows.append({"evaluation": self.evaluation, "portions": count, "duplicates": self.duplicates,
-                              "elapsed_s": self.elapsed()})
             self.rounds += 1
+            self.rows.append({"round": self.rounds, "evaluation": self.evaluation, "portions": count,
+                              "duplicates": self.duplicates, "elapsed_s": self.elapsed()})
         self.mailbox.send(coordinator, [SCALAR, 0.0, len(missing)],
                           [torch.tensor(missing, dtype=torch.float64)] if missing else [])
 
