@@ -66,11 +66,12 @@ def test_the_result_does_not_depend_on_the_number_of_shards(runs):
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_four_replicas_reach_90_percent_on_the_default_data(tmp_path, optimizer):
     out = tmp_path / "run"
-    done = cli("train", "--nproc", "5", "--algorithm", "downpour", "--ps-optimizer", optimizer, "--epochs", "6",
-               "--ps-eval-every", "50", "--workers", "0", "--timeout", "120", "--log-level", "WARNING",
+    # 10 epochs: Adagrad's steps shrink as 1/sqrt(sum g^2) (at 6 epochs it ended between 0.84 and 0.96)
+    done = cli("train", "--nproc", "5", "--algorithm", "downpour", "--ps-optimizer", optimizer, "--epochs", "10",
+               "--ps-eval-every", "100", "--workers", "0", "--timeout", "120", "--log-level", "WARNING",
                "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     shard = json.loads((out / "ps" / "shard0.json").read_text())
     assert shard["test_acc"] >= 0.90, shard
-    assert shard["updates"] == 4 * 6 * 11 and shard["lost_replicas"] == []  # every push applied, 11 steps/epoch
+    assert shard["updates"] == 4 * 10 * 11 and shard["lost_replicas"] == []  # every push applied, 11 steps/epoch
     assert max(int(k) for k in shard["staleness_histogram"]) >= 1  # 4 replicas: some pushes are stale
