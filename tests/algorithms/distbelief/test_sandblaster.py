@@ -95,3 +95,21 @@ def test_a_killed_replica_changes_no_iterate_and_a_slow_one_gets_fewer_portions(
     assert coordinator["lost_replicas"] == [5]
     by = {int(r): n for r, n in coordinator["portions_by_replica"].items()}
     assert by[2] < min(by[3], by[4])  # training rank 0 sleeps 3x each portion's time: it gets fewer
+
+
+def test_a_killed_coordinator_ends_every_rank_with_a_line_naming_it(tmp_path):
+    import sys
+
+    out, nproc = tmp_path / "run", 5
+    procs = start_ranks([sys.executable, "-m", "crossover_sgd", "train", *BASE, "--ps-shards", "1", "--epochs", "50",
+                         "--portion-size", "60", "--out", str(out)], nproc)
+    try:
+        wait_until(lambda: csv_rows(out / "ps" / "coordinator.csv") >= 2, lambda: all(p.poll() is None for p in procs),
+                   "two L-BFGS iterations")
+        os.kill(procs[1].pid, signal.SIGKILL)
+        ended = finish_ranks(procs, [0, 2, 3, 4])
+    finally:
+        cleanup_ranks(procs)
+    for rank, (code, err, seconds) in ended.items():
+        assert code == 3 and "lost coordinator (rank 1)" in err, (rank, code, err[-2000:])
+        assert seconds <= 30 + 10, seconds
