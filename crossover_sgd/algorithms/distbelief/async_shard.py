@@ -92,7 +92,7 @@ class AsyncShard(ShardServer):
         self.planned[push.peer] = int(push.header[5])
         g = push.tensors[0]
         progress = self.iterations / max(sum(self.planned.values()), 1)
-        self.lr_now = scheduled(self.lr, self.algorithm.options.ps_lr_schedule, progress)
+        self.lr_now = scheduled(self.lr, self.lr_schedule, progress)
         if self.accumulator is None:
             self.x.sub_(g, alpha=self.lr_now)
         else:  # torch.optim.Adagrad's single-tensor update, operation for operation

@@ -42,7 +42,9 @@ class ServerOptions(AlgorithmOptions):
                             minimum=1, metavar="S")
     ps_lr: Optional[float] = option(None, "parameter server: the server's learning rate (default: --lr)",
                                     minimum=0.0)
-    ps_lr_schedule: str = option("constant", "parameter server: --ps-lr over training progress", choices=SCHEDULES)
+    ps_lr_schedule: Optional[str] = option(None, "parameter server: --ps-lr over training progress (default: the "
+                                                 "shape of --lr-schedule if constant, linear or cosine, else constant)",
+                                           choices=SCHEDULES)
     ps_eval_every: int = option(1, "parameter server: evaluate the server's model every N updates (and at the "
                                    "end)", minimum=1, metavar="N")
     ps_delay: float = option(0.0, "parameter server: every server reply leaves this many seconds late (a slow "

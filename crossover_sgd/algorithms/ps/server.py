@@ -91,7 +91,7 @@ class SyncShard(ShardServer):
             return None
         self.rounds += 1
         total_planned = sum(self.planned.values())
-        self.lr_now = scheduled(self.lr, self.algorithm.options.ps_lr_schedule,
+        self.lr_now = scheduled(self.lr, self.lr_schedule,
                                 (self.iterations - sum(int(l.header[2]) for l in letters)) / max(total_planned, 1))
         grads = [self._gradient(l) for l in contributing]
         mean = grads[0].clone()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from crossover_sgd.algorithms.ps.protocol import BYE, LAST_KINDS, LAST_SLICE, SLICE
-from crossover_sgd.algorithms.ps.records import RowLog
+from crossover_sgd.algorithms.ps.records import SCHEDULES, RowLog
 from crossover_sgd.algorithms.ps.state import flat_views, model_state, ps_groups
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.comm.mailbox import Mailbox
@@ -58,6 +58,8 @@ class ShardServer:
                                delay_s=opts.ps_delay)
         self.lr = opts.ps_lr if opts.ps_lr is not None else config.lr
         self.lr_now = self.lr
+        self.lr_schedule = opts.ps_lr_schedule or (config.lr_schedule if config.lr_schedule in SCHEDULES
+                                                   else "constant")  # the server's lr decays like the workers'
         self.rounds = int(clock["rounds"]) if clock else 0  # resumed: the first worker's checkpoint's counters
         self.iterations = int(clock["iterations"]) if clock else 0
         self.elapsed_before = float(clock.get("elapsed_s", 0.0)) if clock else 0.0
