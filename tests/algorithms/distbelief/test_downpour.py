@@ -4,6 +4,7 @@ for step; the result does not depend on the number of shards; staleness is recor
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -68,10 +69,13 @@ def test_four_replicas_reach_90_percent_on_the_default_data(tmp_path, optimizer)
     out = tmp_path / "run"
     # 10 epochs: Adagrad's steps shrink as 1/sqrt(sum g^2) (at 6 epochs it ended between 0.84 and 0.96)
     done = cli("train", "--nproc", "5", "--algorithm", "downpour", "--ps-optimizer", optimizer, "--epochs", "10",
-               "--ps-eval-every", "100", "--workers", "0", "--timeout", "120", "--log-level", "WARNING",
+               "--ps-eval-every", "100", "--warmstart-steps", "20", "--workers", "0", "--timeout", "120", "--log-level", "WARNING",
                "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     shard = json.loads((out / "ps" / "shard0.json").read_text())
     assert shard["test_acc"] >= 0.90, shard
     assert shard["updates"] == 4 * 10 * 11 and shard["lost_replicas"] == []  # every push applied, 11 steps/epoch
     assert max(int(k) for k in shard["staleness_histogram"]) >= 1  # 4 replicas: some pushes are stale
+    with (out / "ps" / "shard0.csv").open() as handle:
+        replicas = [int(row["replica"]) for row in csv.DictReader(handle)]
+    assert replicas[:20] == [1] * 20 and len(set(replicas[20:40])) > 1  # the warm start: replica 1 alone first
