@@ -106,8 +106,8 @@ class GossipAlgorithm(Algorithm):
     replicas_identical = False
     options_class = GossipOptions
 
-    def __init__(self, ctx, config):
-        super().__init__(ctx, config)
+    def __init__(self, ctx, config, out=None):
+        super().__init__(ctx, config, out)
         if ctx.device.type == "cuda" and ctx.backend == "gloo":
             raise ConfigError("{backend} gloo cannot send CUDA tensors point to point: gossip on GPUs needs "
                               "{backend} nccl, one GPU per rank (or {device} cpu)")

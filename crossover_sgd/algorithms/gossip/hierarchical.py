@@ -123,8 +123,8 @@ class HierarchicalCrossoverSGD(GossipAlgorithm):
     options_class = HierarchicalOptions
     metric_columns = {"inter_node_bytes_sent": 0, "inter_node_bytes_recv": 0}
 
-    def __init__(self, ctx, config):
-        super().__init__(ctx, config)
+    def __init__(self, ctx, config, out=None):
+        super().__init__(ctx, config, out)
         self.inter_comm = CommStats()
 
     def node_size(self) -> int:
