@@ -131,3 +131,10 @@ def test_ps_round_refuses_bad_settings():
     for argv, words in ((["--workers", "0"], "--workers"), (["--target-acc", "2"], "--target-acc")):
         result = run([sys.executable, str(ROOT / "benchmarks" / "ps_round.py"), *argv], timeout=120)
         assert result.returncode == 2 and words in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_distbelief_refuses_bad_settings():
+    """(Its runs are the DistBelief tests' own kind; the figures it printed are in docs/results.md.)"""
+    for argv, words in ((["--replicas", "1"], "--replicas"), (["--slow-factor", "-1"], "--slow-factor")):
+        result = run([sys.executable, str(ROOT / "benchmarks" / "distbelief.py"), *argv], timeout=120)
+        assert result.returncode == 2 and words in result.stderr.splitlines()[-1], result.stderr
