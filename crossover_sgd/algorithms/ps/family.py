@@ -167,9 +167,9 @@ class ServerFamily(Algorithm):
         return self.wire_.payload(peer, header)
 
     def plan(self, steps_per_epoch: int, samples: int = 0) -> None:
-        cfg = self.config
-        total = cfg.epochs * steps_per_epoch
-        self.planned = min(total, cfg.stop_at_step) if cfg.stop_at_step is not None else total
+        """The run's horizon in steps, for the schedules over training progress: every epoch (a
+        stop at a step is an interruption, not the horizon: the resumed run goes on with it)."""
+        self.planned = self.config.epochs * steps_per_epoch
 
     def micro_batch(self, is_last: bool):
         if not self.training:  # the clocks start with training, not with the set-up before it

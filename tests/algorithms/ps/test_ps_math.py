@@ -53,7 +53,7 @@ TRACE = {0: [(8, 0), (3, 0), (2, 0), (5, 0), (4, 0), (0, 1)],
 def _plan(trace_dir: Callable[[int], str]) -> Dict[str, Tuple]:
     """name -> (ranks, arguments, runs it needs first)."""
     dq = ("--algorithm", "dqlosp", "--quant-bits", str(BITS), "--stochastic-rounding", "--local-steps", "8",
-          "--lr", "0.002")  # 3 bits: 8 levels, none at 0, so every element moves by >= norm/7: a small lr
+          "--lr", "0.002")  # 3 bits: 7 levels, steps of norm/3: a small lr
     return {
         "allreduce": (3, ("--algorithm", "allreduce", *PLAIN_SGD), ()),
         "localsgd_k1": (4, ("--algorithm", "localsgd", "--local-steps", "1", "--ps-lr", str(LR), *PLAIN_SGD), ()),
@@ -220,7 +220,8 @@ def test_localsgd_does_not_depend_on_the_number_of_shards(runs):
     assert sorted(one) == [1, 2] and sorted(three) == [3, 4]
     shards = [json.loads((out["localsgd_s3"] / "ps" / f"shard{s}.json").read_text()) for s in range(3)]
     assert all(s["tensors"] >= 1 for s in shards) and sum(s["tensors"] for s in shards) == 6
-    assert max_diff(one[1], initial_state(torch.float32)) > 1e-2
+    # it trained (lr 0.002 on a cosine server schedule, a level at 0: it moves ~1e-2 in one epoch)
+    assert max_diff(one[1], initial_state(torch.float32)) > 1e-3
     for worker in range(2):
         assert identical(one[1 + worker], three[3 + worker]), f"worker {worker}: 1 shard vs 3 shards"
         assert k_final(out["localsgd_s3"], 3 + worker) == [(3, 0)] * 7 + [(1, 1)]
@@ -235,7 +236,8 @@ def test_dqlosp_with_stochastic_rounding_does_not_depend_on_the_number_of_shards
         assert k_final(out["dqlosp_s2"], 2 + worker) == TRACE[worker]
         assert identical(one[1 + worker], two[2 + worker]), f"worker {worker}: 1 shard vs 2 shards"
     assert identical(one[1], one[2])
-    assert max_diff(one[1], initial_state(torch.float32)) > 1e-2
+    # it trained (lr 0.002 on a cosine server schedule, a level at 0: it moves ~1e-2 in one epoch)
+    assert max_diff(one[1], initial_state(torch.float32)) > 1e-3
 
 
 # ---------------------------------------------------------------------- 4. every reply, every byte
