@@ -51,6 +51,7 @@ class Downpour(ServerFamily):
     """Downpour SGD; see the module docstring."""
 
     name = "downpour"
+    worker_word = "replica"
     options_class: ClassVar = DownpourOptions
     group_collectives = False
     metric_columns = {"ps_pushes": float("nan"), "ps_fetches": float("nan")}

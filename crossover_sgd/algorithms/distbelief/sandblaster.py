@@ -59,6 +59,7 @@ class Sandblaster(ServerFamily):
     """Sandblaster L-BFGS; see the module docstring."""
 
     name = "sandblaster"
+    worker_word = "replica"
     options_class: ClassVar = SandblasterOptions
     group_collectives = False
     server_class = SandblasterShard

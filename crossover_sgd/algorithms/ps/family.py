@@ -71,6 +71,8 @@ class ServerFamily(Algorithm):
     bits: ClassVar[Optional[int]] = None
     #: The worker's records' name (``ps/worker_rank{r}.csv``).
     worker_csv: ClassVar[str] = "worker_rank{rank}.csv"
+    #: What messages call a worker ("replica" in DistBelief's words).
+    worker_word: ClassVar[str] = "worker"
 
     @property
     def server_class(self) -> Any:
@@ -104,9 +106,12 @@ class ServerFamily(Algorithm):
 
     def names(self) -> Dict[int, str]:
         roles = self.roles(self.ctx.world_size, self.options)
-        worker = "replica" if self.name in ("downpour", "sandblaster") else "worker"
-        return {r: (f"server shard {r} (rank {r})" if role == SERVER else f"{worker} rank {r}" if role == TRAINER
-                    else f"{role} (rank {r})") for r, role in enumerate(roles)}
+        def name(rank: int, role: str) -> str:
+            if role == SERVER:
+                return f"server shard {rank} (rank {rank})"
+            return f"{self.worker_word} rank {rank}" if role == TRAINER else f"{role} (rank {rank})"
+
+        return {r: name(r, role) for r, role in enumerate(roles)}
 
     def liveness(self) -> Optional[Callable[[int], Optional[float]]]:
         heartbeat = getattr(self.ctx, "heartbeat", None)
