@@ -162,9 +162,8 @@ class Sandblaster(ServerFamily):
         """The summed loss over samples ``start .. end-1`` of the training set; its gradient in ``.grad``."""
         began = time.perf_counter()
         model = trainer.model
-        samples = [trainer.data.train[i] for i in range(start, end)]
-        inputs = trainer._to_device(torch.stack([torch.as_tensor(x) for x, _ in samples]))
-        targets = torch.as_tensor([int(y) for _, y in samples], device=trainer.ctx.device)
+        inputs, targets = self._batch(trainer)
+        inputs, targets = inputs[start:end], targets[start:end]
         model.zero_grad(set_to_none=False)
         with torch.enable_grad():
             loss = nn.functional.cross_entropy(model(inputs), targets, reduction="sum")
@@ -174,6 +173,16 @@ class Sandblaster(ServerFamily):
         if self.slow:
             time.sleep(self.slow * spent)
         return float(loss.detach())
+
+    def _batch(self, trainer: Any) -> tuple:
+        """The batch's inputs and targets on the device, read from the dataset once (every
+        evaluation slices portions of it)."""
+        if getattr(self, "_batch_tensors", None) is None:
+            samples = [trainer.data.train[i] for i in range(self.batch)]
+            inputs = trainer._to_device(torch.stack([torch.as_tensor(x) for x, _ in samples]))
+            targets = torch.as_tensor([int(y) for _, y in samples], device=trainer.ctx.device)
+            self._batch_tensors = (inputs, targets)
+        return self._batch_tensors
 
     def finish(self, status: str) -> None:
         self.mailbox.send(self.coordinator, [DONE])
