@@ -126,6 +126,8 @@ class TrainConfig:
     tensorboard: bool = False
     # runtime
     nproc: Optional[int] = None
+    emulate_nodes: Optional[int] = None  # checked with link_rate by the local launcher (runtime.emulation)
+    link_rate: Optional[str] = None
     world_size: Optional[int] = None
     gpu_per_node: Optional[int] = None
     backend: str = "auto"

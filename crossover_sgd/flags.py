@@ -136,6 +136,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
          help="also write rank 0's metrics as TensorBoard scalars to OUT/tensorboard")
     g = parser.add_argument_group("runtime")
     _add(g, "--nproc", type=int, default=None, help="start N local ranks (the local launcher)")
+    _add(g, "--emulate-nodes", type=int, default=None, metavar="M",
+         help="with --nproc N: run the ranks on M emulated nodes (network namespaces, root only; docs/emulation.md)")
+    _add(g, "--link-rate", default=None, metavar="RATE",
+         help="with --emulate-nodes: the rate of every node's link, both ways (e.g. 200mbit, 1gbit, 10g)")
     _add(g, "--world-size", type=int, default=None, help="expected world size (checked against the launcher)")
     _add(g, "--gpu-per-node", type=int, default=None, help="ranks per node (overrides the launcher's)")
     _add(g, "--backend", default=d.backend, help="auto (NCCL on GPU, Gloo on CPU), nccl or gloo")

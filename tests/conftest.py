@@ -24,3 +24,27 @@ def image_folder(tmp_path: Path) -> Path:
                 pixels[..., cls] = 255  # each class has one saturated channel
                 Image.fromarray(pixels).save(folder / f"img{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """``shared_run(name)``: the output folder of a real training run that several test modules
+    read (``support.shared_run_argv``), run once per session on first use; a failed run fails
+    every test that asks for it (without running it again)."""
+    from support import cli, shared_run_argv
+
+    base = tmp_path_factory.mktemp("shared-runs")
+    done = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            out = base / name
+            result = cli("train", *shared_run_argv(name), "--out", str(out), timeout=600)
+            done[name] = (out, None if result.returncode == 0 else
+                          f"shared run {name} exited {result.returncode}:\n{result.stderr[-3000:]}")
+        out, failure = done[name]
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        return out
+
+    return get

@@ -199,3 +199,38 @@ def cleanup_ranks(procs: List[subprocess.Popen]) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+# ------------------------------------------------------------- training runs several test modules read
+#: The parameter-server family's accuracy runs (small batches, K = 4: ~55 rounds in 15 epochs of
+#: the 1,437 training digits at 8 workers). A round moves x by up to lr_ps x k gradients (OSP's a
+#: round stale): lr_ps 0.25 keeps that <= 1 (0.5 made OSP oscillate on a loaded machine).
+PS_TRAINING = ("--epochs", "15", "--batch-size", "16", "--local-steps", "4", "--ps-lr", "0.25", "--ps-eval-every", "10",
+               "--workers", "0", "--timeout", "120", "--log-level", "WARNING")
+#: Downpour's accuracy runs: 4 replicas, one shard, 10 epochs (Adagrad's steps shrink as
+#: 1/sqrt(sum g^2): at 6 epochs it ended between 0.84 and 0.96), a warm start of 20 steps.
+DOWNPOUR_TRAINING = ("--nproc", "5", "--algorithm", "downpour", "--epochs", "10", "--ps-eval-every", "100",
+                     "--warmstart-steps", "20", "--workers", "0", "--timeout", "120", "--log-level", "WARNING")
+#: Sandblaster L-BFGS on a deterministic full-batch problem (the digits, multinomial logistic
+#: regression, float64): torch.optim.LBFGS(lr=1, max_iter=4, history_size=5, strong Wolfe) per epoch.
+SANDBLASTER = ("--algorithm", "sandblaster", "--model", "logistic", "--dtype", "float64", "--lbfgs-max-iter", "4",
+               "--history-size", "5", "--workers", "0", "--timeout", "30", "--log-level", "WARNING")
+
+
+def shared_run_argv(name: str) -> List[str]:
+    """The ``train`` arguments of a run shared by several test modules (:func:`conftest.shared_run`):
+    ``ps-<algorithm>-<W>w<S>s`` (W workers, S shards, :data:`PS_TRAINING`) or
+    ``downpour-<sgd|adagrad>`` (:data:`DOWNPOUR_TRAINING`) or ``sandblaster-<S>s<R>r<P>p`` (S shards,
+    R replicas, portions of P samples, 2 epochs of :data:`SANDBLASTER`)."""
+    family, _, rest = name.partition("-")
+    if family == "ps":
+        algorithm, size = rest.split("-")
+        workers, shards = (int(n) for n in size.rstrip("s").split("w"))
+        return ["--nproc", str(workers + shards), "--ps-shards", str(shards), "--algorithm", algorithm, *PS_TRAINING]
+    if family == "downpour":
+        return [*DOWNPOUR_TRAINING, "--ps-optimizer", rest]
+    if family == "sandblaster":
+        shards, replicas, portion = (int(n) for n in rest.rstrip("p").replace("s", " ").replace("r", " ").split())
+        return ["--nproc", str(shards + 1 + replicas), "--ps-shards", str(shards), *SANDBLASTER, "--epochs", "2",
+                "--portion-size", str(portion)]
+    raise KeyError(f"no shared run {name!r}")

@@ -5,6 +5,13 @@ Every child gets the torchrun-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL
 When one child fails, the others are stopped and the launcher exits with that child's code.
 SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child.
 
+With ``emulate_nodes=M`` and ``link_rate=R`` the ranks run on an emulated cluster
+(:mod:`crossover_sgd.runtime.emulation`): rank r inside node r // (N/M)'s network namespace, with
+that placement in ``LOCAL_RANK``/``LOCAL_WORLD_SIZE``/``GROUP_RANK``, the rendezvous at node 0's
+address and Gloo on the node's interface (``GLOO_SOCKET_IFNAME``); the ranks of one node talk over
+its loopback, the nodes over their links of R bits per second. The cluster is removed when the
+ranks have ended (also after a failure, Ctrl-C or SIGTERM).
+
 Bad input and lost peers found inside the ranks are reported once: each child gets the write end
 of a pipe (its number in ``CROSSOVER_SGD_ERROR_FD``) and writes its one-line error there instead
 of on stderr (:func:`report_line`). The launcher prints the lowest rank's line, once, after the
@@ -22,12 +29,13 @@ import stat
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
+from crossover_sgd.runtime.emulation import EmulatedCluster, plan_emulation
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV, free_port
 
 __all__ = ["launch_local", "strip_flag", "claim_error_channel", "report_line", "CONFIG_ERROR_EXIT",
-           "PEER_FAILURE_EXIT", "ERROR_FD_ENV"]
+           "PEER_FAILURE_EXIT", "ERROR_FD_ENV", "EMULATED_NODES_ENV", "LINK_RATE_ENV"]
 
 log = logging.getLogger(__name__)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
@@ -43,6 +51,9 @@ ERROR_FD_ENV = "CROSSOVER_SGD_ERROR_FD"
 #: waits for a line from another rank (the one that reports an error every rank found) before
 #: stopping the rest.
 _SETTLE_S = 20.0
+#: Set in every rank of an emulated cluster: its number of nodes, and the rate of every link (bits/s).
+EMULATED_NODES_ENV = "CROSSOVER_SGD_EMULATED_NODES"
+LINK_RATE_ENV = "CROSSOVER_SGD_LINK_RATE"
 _claimed: Optional[int] = None
 
 
@@ -89,11 +100,20 @@ def strip_flag(argv: Sequence[str], flag: str) -> List[str]:
     return out
 
 
-def _child_env(rank: int, nproc: int, port: int) -> dict:
+def _child_env(rank: int, nproc: int, port: int, cluster: Optional[EmulatedCluster] = None) -> dict:
     env = dict(os.environ)
     env.update(RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank),
                LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(port))
+    if cluster is not None:  # rank r on node r // (N/M), the rendezvous on node 0
+        per_node = nproc // len(cluster.nodes)
+        node = cluster.nodes[rank // per_node]
+        env.update(LOCAL_RANK=str(rank % per_node), LOCAL_WORLD_SIZE=str(per_node), GROUP_RANK=str(node.index),
+                   MASTER_ADDR=cluster.nodes[0].address, GLOO_SOCKET_IFNAME=node.interface,
+                   # NCCL: the nodes are distinct hosts that talk over sockets on the node's interface
+                   NCCL_SOCKET_IFNAME=node.interface, NCCL_HOSTID=node.namespace, NCCL_IB_DISABLE="1")
+        env[EMULATED_NODES_ENV] = str(len(cluster.nodes))
+        env[LINK_RATE_ENV] = str(cluster.rate_bits_per_s)
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no C++ warning dumps from peers of a failed rank
     env[LOCAL_LAUNCHER_ENV] = "local"
     # N ranks share this machine's cores: one intra-op thread each unless the user says otherwise.
@@ -101,12 +121,25 @@ def _child_env(rank: int, nproc: int, port: int) -> dict:
     return env
 
 
-def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0, tolerate_lost: bool = False) -> int:
+def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0, tolerate_lost: bool = False,
+                 emulate_nodes: Optional[int] = None, link_rate: Union[str, int, None] = None) -> int:
     """Run ``command`` as ``nproc`` ranks; return 0 if all succeed, else the first failure's code.
 
     ``tolerate_lost``: the ranks go on without a peer that dies (a peer-to-peer run with
     ``--swap_timeout``): a rank killed by a signal is announced, the others are left to finish,
-    and the job succeeds if every other rank does."""
+    and the job succeeds if every other rank does.
+
+    ``emulate_nodes`` and ``link_rate`` (both or neither): the ranks run on that many emulated
+    nodes joined by links of that rate (bits per second, or text like ``1gbit``; see module doc)."""
+    plan = plan_emulation(nproc, emulate_nodes, link_rate)
+    if plan is None:
+        return _launch(nproc, command, grace_s, tolerate_lost, None)
+    with EmulatedCluster(plan.nodes, plan.rate_bits_per_s) as cluster:
+        return _launch(nproc, command, grace_s, tolerate_lost, cluster)
+
+
+def _launch(nproc: int, command: Sequence[str], grace_s: float, tolerate_lost: bool,
+            cluster: Optional[EmulatedCluster]) -> int:
     port = free_port()
     children: List[subprocess.Popen] = []
     readers: List[int] = []
@@ -115,10 +148,13 @@ def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0, tole
             read_end, write_end = os.pipe()
             os.set_blocking(read_end, False)
             readers.append(read_end)
-            env = _child_env(rank, nproc, port)
+            env = _child_env(rank, nproc, port, cluster)
             env[ERROR_FD_ENV] = str(write_end)
+            enter: Optional[Callable[[], None]] = None
+            if cluster is not None:
+                enter = cluster.nodes[rank // (nproc // len(cluster.nodes))].enter()
             try:
-                children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,)))
+                children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,), preexec_fn=enter))
             finally:
                 os.close(write_end)  # the child holds its own copy
         return _supervise(children, readers, grace_s, tolerate_lost)

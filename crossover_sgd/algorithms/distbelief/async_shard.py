@@ -14,15 +14,20 @@ Its *staleness* is the version now minus the version it was computed on. A repli
 stays silent without a heartbeat is dropped (logged, listed in the shard's summary) and the shard
 goes on; it ends when every replica is done or lost. With ``--warmstart-steps W`` the shard keeps
 the other replicas' first fetch waiting until the first replica has pushed W steps.
+
+A FETCH that asks for the state (the first replica's, at a checkpoint) is answered with the
+accumulator and the staleness histogram too: the checkpoint then holds the shard's whole state,
+and a resumed shard (``clock["shards"][s]``) goes on from it exactly.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 import torch
+from torch import nn
 
 from crossover_sgd.algorithms.ps.protocol import DONE, FETCH, PARAMS, PUSH
 from crossover_sgd.algorithms.ps.records import scheduled
@@ -45,15 +50,26 @@ class AsyncShard(ShardServer):
 
     columns = ASYNC_SHARD_COLUMNS
 
+    def __init__(self, algorithm: Any, model: nn.Module, clock: Optional[Dict[str, Any]] = None):
+        super().__init__(algorithm, model, clock)
+        adagrad = algorithm.options.ps_optimizer == "adagrad"
+        self.accumulator = torch.zeros_like(self.x) if adagrad else None
+        self.staleness: Counter = Counter()
+        saved = (clock or {}).get("shards", {}).get(self.shard)
+        if saved is not None:  # a resumed run: the state the first replica's checkpoint took from this shard
+            self.x.copy_(saved["x"])
+            self.rounds, self.iterations = int(saved["rounds"]), int(saved["iterations"])
+            if self.accumulator is not None:
+                self.accumulator.copy_(saved["accumulator"])
+            self.staleness.update({k: int(n) for k, n in enumerate(saved["staleness"]) if n})
+
     def serve(self) -> None:
         opts = self.algorithm.options
-        self.accumulator = torch.zeros_like(self.x) if opts.ps_optimizer == "adagrad" else None
-        self.staleness: Counter = Counter()
         self.lost: List[int] = []
         replicas = list(self.workers)
         first = replicas[0]
         warm = opts.warmstart_steps
-        warm_pushed = 0
+        warm_pushed = self.iterations  # resumed after the warm start: it is over
         waiting: List[Letter] = []  # fetches held back until the warm start is over
         done: Set[int] = set()
         while len(done) + len(self.lost) < len(replicas):
@@ -85,7 +101,13 @@ class AsyncShard(ShardServer):
 
     def _answer(self, fetch: Letter) -> None:
         tensors = [self.x.clone()] + ([self.b.clone()] if self.b.numel() else [])
-        self.mailbox.send(fetch.peer, [PARAMS, fetch.header[1], self.rounds, self.iterations, self.elapsed()], tensors)
+        header = [PARAMS, fetch.header[1], self.rounds, self.iterations, self.elapsed()]
+        if fetch.header[2]:  # the state too (a checkpoint)
+            counts = [float(self.staleness[k]) for k in range(max(self.staleness, default=-1) + 1)]
+            header += [float(self.accumulator is not None), len(counts)]
+            tensors += [self.accumulator.clone()] if self.accumulator is not None else []
+            tensors += [torch.tensor(counts, dtype=torch.float64)] if counts else []
+        self.mailbox.send(fetch.peer, header, tensors)
 
     def _apply(self, push: Letter) -> None:
         k = int(push.header[2])

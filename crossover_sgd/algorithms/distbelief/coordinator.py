@@ -10,7 +10,9 @@ computed, an idle replica gets a copy of the oldest (a *backup*): the first resu
 keep the first gradient of each portion, and every sum runs in portion order, so backups never
 change the result. A replica that dies or stays silent without a heartbeat is dropped and its
 portions handed to others. Per L-BFGS iteration it records the loss, the step length, the
-evaluations, portions and backups (``ps/coordinator.csv``); per replica the portions it computed.
+evaluations, portions and backups (``ps/coordinator.csv``); per replica the portions it computed
+first (counted) and every result it delivered (duplicates included), and the replicas slowed on
+purpose (``ps/coordinator.json``).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class Coordinator:
         self.batch = 0
         self.idle: Deque[int] = deque()
         self.lost: List[int] = []
-        self.portions_by: Counter = Counter()
+        self.portions_by: Counter = Counter()  # first results: the portions counted
+        self.results_by: Counter = Counter()  # every result received, duplicates included (records)
         self.backups = self.duplicates = self.portions_done = 0
         self.started = time.perf_counter()
 
@@ -91,10 +94,22 @@ class Coordinator:
         summary = {"role": "coordinator", "rank": self.algorithm.ctx.rank, "batch": self.batch, "portions": self.count,
                    "iterations": state.n_iter, "func_evals": state.func_evals, "losses": losses,
                    "portions_by_replica": {str(r): self.portions_by[r] for r in self.replicas},
+                   "results_by_replica": {str(r): self.results_by[r] for r in self.replicas},
+                   "slow_replicas": self._slow_replicas(),
                    "backups": self.backups, "duplicates": self.duplicates, "lost_replicas": list(self.lost),
                    "comm": self.algorithm.comm.as_dict(), "wall_time_s": round(time.perf_counter() - self.started, 3)}
         atomic_write_json(env.out / "ps" / "coordinator.json", summary)
         return summary
+
+    def _slow_replicas(self) -> Dict[str, float]:
+        """For the records: the replicas slowed on purpose (``--slow-replicas``, training ranks),
+        by rank, with their ``--slow-factor``."""
+        opts = self.algorithm.options
+        named = [r.strip() for r in (opts.slow_replicas or "").split(",")]
+        slow = {int(r) for r in named if r.isdigit()}  # (the replicas refuse anything else at the start)
+        if not opts.slow_factor:
+            return {}
+        return {str(r): float(opts.slow_factor) for i, r in enumerate(self.replicas) if i in slow}
 
     def _epoch_end(self, epoch: int) -> None:
         """Every replica evaluates the model now; the coordinator waits for them (x must not move
@@ -206,6 +221,7 @@ class Coordinator:
                 continue
             task.pop(letter.peer, None)
             evaluation, portion, loss = int(letter.header[1]), int(letter.header[2]), letter.header[3]
+            self.results_by[letter.peer] += 1
             if evaluation != self.evaluation or portion in losses:
                 self.duplicates += 1
                 continue

@@ -11,6 +11,11 @@ the fetch the gradient was computed on and this one.
 ``--warmstart-steps W``: the first replica trains alone until it has pushed W steps (the others
 wait at their first fetch), as the paper warm-started its Adagrad runs.
 
+A checkpoint (after :meth:`Downpour.flush`) of the first replica also holds every shard's state
+(its slice, counters, Adagrad accumulator and staleness histogram, fetched with the model): a
+resumed run's shards start from it, so a run of one replica resumed after a stop equals the
+uninterrupted run; with several, the replicas' order of pushes after the resume is the machine's.
+
 Replicas are independent (no collective over them: ``group_collectives = False``): a replica that
 dies or freezes is dropped by the shards and the others finish (the local launcher lets them); a
 lost shard ends every replica with a line naming it.
@@ -133,6 +138,40 @@ class Downpour(ServerFamily):
         self.wait_s += wait
         self.fetch_wait_s += wait
         self.fetches += 1
+
+    def shard_states(self) -> Dict[int, Dict[str, Any]]:
+        """Every shard's state now (a fetch that asks for it; the model is left as it is)."""
+        for s in self.shards:
+            self.mailbox.send(s, [FETCH, self.fetches, 1])
+        states = {}
+        for s in self.shards:
+            letter = self.mailbox.receive([s], "state reply", lambda l, s=s: l.peer == s and l.kind == PARAMS,
+                                          patient=True)
+            x, *rest = letter.tensors
+            if self.my_buffers[s]:
+                rest.pop(0)  # the buffers (the model holds them)
+            accumulator = rest.pop(0) if letter.header[5] else None
+            counts = rest.pop(0).tolist() if letter.header[6] else []
+            states[s] = {"x": x, "accumulator": accumulator, "staleness": counts,
+                         "rounds": int(letter.header[2]), "iterations": int(letter.header[3])}
+            if s == 0:
+                self.server_clock = {"rounds": int(letter.header[2]), "iterations": int(letter.header[3]),
+                                     "elapsed_s": float(letter.header[4])}
+        return states
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Taken after :meth:`flush`; the first replica's (the one a resumed run's shards read)
+        holds every shard's state (``server_clock["shards"]``)."""
+        shards = self.shard_states() if self.ctx.rank == self.ctx.trainers[0] else None
+        state = {**super().state_dict(), "fetches": self.fetches, "fetch_wait_s": self.fetch_wait_s}
+        if shards is not None:
+            state["server_clock"] = {**state["server_clock"], "shards": shards}
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.fetches, self.fetch_wait_s = int(state["fetches"]), float(state["fetch_wait_s"])
+        self.server_clock.pop("shards", None)
 
     def metrics(self) -> Dict[str, float]:
         return {"ps_pushes": float(self.pushes), "ps_fetches": float(self.fetches)}

@@ -276,16 +276,11 @@ class PSAlgorithm(ServerFamily):
 
     def state_dict(self) -> Dict[str, Any]:
         """Taken after :meth:`flush` (a segment's end): the model is the global model."""
-        return {**super().state_dict(), "pushes": self.pushes, "steps": self.steps, "k_total": self.k_total,
-                "wait_s": self.wait_s, "copy_checks": self.copy_checks, "server_clock": dict(self.server_clock),
-                "elapsed_s": self.elapsed()}
+        return {**super().state_dict(), "copy_checks": self.copy_checks}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.pushes, self.steps, self.k_total = int(state["pushes"]), int(state["steps"]), int(state["k_total"])
-        self.wait_s, self.copy_checks = float(state["wait_s"]), int(state["copy_checks"])
-        self.server_clock = dict(state["server_clock"])
-        self.elapsed_before = float(state["elapsed_s"])
+        self.copy_checks = int(state["copy_checks"])
         with torch.no_grad():  # the worker's copy of the global model: the model (a segment's end)
             for s in self.shards:
                 if self.mine[s]:

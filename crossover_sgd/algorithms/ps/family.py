@@ -236,6 +236,18 @@ class ServerFamily(Algorithm):
         if self.rows is not None:
             self.rows.close()
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The worker's counters (the shards' state: ``server_clock``, which subclasses fill in)."""
+        return {**super().state_dict(), "pushes": self.pushes, "steps": self.steps, "k_total": self.k_total,
+                "wait_s": self.wait_s, "server_clock": dict(self.server_clock), "elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pushes, self.steps, self.k_total = int(state["pushes"]), int(state["steps"]), int(state["k_total"])
+        self.wait_s = float(state["wait_s"])
+        self.server_clock = dict(state["server_clock"])
+        self.elapsed_before = float(state["elapsed_s"])
+
     def summary(self) -> Dict[str, Any]:
         return {"rank": self.ctx.rank, "pushes": self.pushes, "steps": self.steps,
                 "mean_k": self.k_total / max(self.pushes, 1), "wait_s": round(self.wait_s, 3),

@@ -18,10 +18,12 @@ DONE     worker -> shard     (none)                                  (none): the
 BYE      shard -> worker     rounds, global iterations, test         the workers lost on the way, if any
                              accuracy, test loss (shard 0's), the    (float64 ranks): the shard's last
                              number of workers lost                  letter
-FETCH    worker -> shard     fetch index                             (none): Downpour's request
-PARAMS   shard -> worker     fetch index, the shard's version        the slice x, then the buffers
-                             (updates applied), global iterations,
-                             the shard's elapsed s
+FETCH    worker -> shard     fetch index, state wanted (1: also the  (none): Downpour's request
+                             shard's optimizer state, a checkpoint)
+PARAMS   shard -> worker     fetch index, the shard's version        the slice x, then the buffers; with
+                             (updates applied), global iterations,   the state: Adagrad's accumulator
+                             the shard's elapsed s, accumulator      (when it has one), then the
+                             follows (0/1), histogram length         staleness histogram (float64 counts)
 SLICE    shard k -> shard 0  round                                   x and buffers of shard k (for the
                                                                      evaluation of the whole model);
                                                                      LAST_SLICE: the same, the last
@@ -106,8 +108,12 @@ class Wire:
             return self.push(shard, header)
         if kind == REPLY:
             return self.reply(shard, header)
-        if kind in (SLICE, LAST_SLICE, PARAMS):
+        if kind in (SLICE, LAST_SLICE):
             return self.model(shard)
+        if kind == PARAMS:  # with a Downpour shard's state: its accumulator and staleness histogram
+            state = [torch.empty(self.layout.numel(shard), dtype=self.dtype)] if header[5] else []
+            counts = [torch.empty(int(header[6]), dtype=torch.float64)] if header[6] else []
+            return self.model(shard) + state + counts
         if kind == PORTION:
             return self.update(shard)
         if kind == SCALAR and header[2]:

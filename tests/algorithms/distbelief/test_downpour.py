@@ -64,14 +64,31 @@ def test_the_result_does_not_depend_on_the_number_of_shards(runs):
         assert json.loads((runs["adagrad_3_shards"] / "ps" / f"shard{s}.json").read_text())["updates"] == STEPS
 
 
+def test_stopped_and_resumed_equals_uninterrupted(runs, tmp_path):
+    """A stop (--stop-at-step, what a Slurm requeue does) and --resume: the first replica's
+    checkpoint holds every shard's state (slice, counters, Adagrad accumulator, staleness), so the
+    resumed run of one replica with 3 shards equals the uninterrupted one (with 1 shard: the
+    result does not depend on it) bit for bit, records appended."""
+    out = tmp_path / "parts"
+    for extra in (("--stop-at-step", "20"), ("--resume",)):
+        done = cli(*BASE, "--nproc", "4", "--ps-shards", "3", "--ps-optimizer", "adagrad", "--out", str(out), *extra,
+                   timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    whole, resumed = final_state(runs["adagrad"], 1), final_state(out, 3)
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    for s in range(3):
+        shard = json.loads((out / "ps" / f"shard{s}.json").read_text())
+        assert shard["updates"] == STEPS and shard["staleness_histogram"] == {"0": STEPS}, shard
+    with (out / "ps" / "shard0.csv").open() as handle:
+        assert [int(row["round"]) for row in csv.DictReader(handle)] == list(range(1, STEPS + 1))
+    with (out / "ps" / "worker_rank3.csv").open() as handle:
+        assert [int(row["push"]) for row in csv.DictReader(handle)] == list(range(STEPS))
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
-def test_four_replicas_reach_90_percent_on_the_default_data(tmp_path, optimizer):
-    out = tmp_path / "run"
-    # 10 epochs: Adagrad's steps shrink as 1/sqrt(sum g^2) (at 6 epochs it ended between 0.84 and 0.96)
-    done = cli("train", "--nproc", "5", "--algorithm", "downpour", "--ps-optimizer", optimizer, "--epochs", "10",
-               "--ps-eval-every", "100", "--warmstart-steps", "20", "--workers", "0", "--timeout", "120", "--log-level", "WARNING",
-               "--out", str(out), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_four_replicas_reach_90_percent_on_the_default_data(shared_run, optimizer):
+    """(The runs: ``support.DOWNPOUR_TRAINING``; they also feed the plotting tests.)"""
+    out = shared_run(f"downpour-{optimizer}")
     shard = json.loads((out / "ps" / "shard0.json").read_text())
     assert shard["test_acc"] >= 0.90, shard
     assert shard["updates"] == 4 * 10 * 11 and shard["lost_replicas"] == []  # every push applied, 11 steps/epoch

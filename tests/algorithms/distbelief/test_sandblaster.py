@@ -8,17 +8,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 
 import pytest
 import torch
 
-from support import cleanup_ranks, cli, csv_rows, finish_ranks, start_ranks, wait_until
+from support import SANDBLASTER, cleanup_ranks, csv_rows, finish_ranks, start_ranks, wait_until
 
 pytestmark = pytest.mark.slow
 
 LBFGS = dict(lr=1.0, max_iter=4, history_size=5, line_search_fn="strong_wolfe")
-BASE = ("--algorithm", "sandblaster", "--model", "logistic", "--dtype", "float64", "--lbfgs-max-iter", "4",
-        "--history-size", "5", "--workers", "0", "--timeout", "30", "--log-level", "WARNING")
+BASE = SANDBLASTER
 
 
 def reference(epochs: int) -> dict:
@@ -56,11 +56,9 @@ def assert_close(a, b):
 
 
 @pytest.mark.parametrize("shards,replicas,portion", [(1, 2, 200), (2, 3, 97)])
-def test_iterates_equal_torch_lbfgs_whatever_the_replicas_shards_and_portions(tmp_path, shards, replicas, portion):
-    out = tmp_path / "run"
-    done = cli("train", *BASE, "--nproc", str(shards + 1 + replicas), "--ps-shards", str(shards), "--epochs", "2",
-               "--portion-size", str(portion), "--out", str(out), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_iterates_equal_torch_lbfgs_whatever_the_replicas_shards_and_portions(shared_run, shards, replicas, portion):
+    """(The runs, 2 epochs of ``support.SANDBLASTER``, also feed the plotting tests.)"""
+    out = shared_run(f"sandblaster-{shards}s{replicas}r{portion}p")
     expected = reference(2)
     for rank in range(shards + 1, shards + 1 + replicas):
         assert_close(final_state(out, rank), expected)
@@ -74,11 +72,8 @@ def test_iterates_equal_torch_lbfgs_whatever_the_replicas_shards_and_portions(tm
 
 def test_a_killed_replica_changes_no_iterate_and_a_slow_one_gets_fewer_portions(tmp_path):
     out, nproc, epochs = tmp_path / "run", 6, 4  # 1 shard, the coordinator, 4 replicas (ranks 2..5)
-    argv = [os.environ.get("PYTHON", "python"), "-m", "crossover_sgd", "train", *BASE, "--ps-shards", "1",
-            "--epochs", str(epochs), "--portion-size", "60", "--slow-replicas", "0", "--slow-factor", "3",
-            "--out", str(out)]
-    import sys
-    argv[0] = sys.executable
+    argv = [sys.executable, "-m", "crossover_sgd", "train", *BASE, "--ps-shards", "1", "--epochs", str(epochs),
+            "--portion-size", "60", "--slow-replicas", "0", "--slow-factor", "3", "--out", str(out)]
     procs = start_ranks(argv, nproc)
     try:
         wait_until(lambda: csv_rows(out / "ps" / "coordinator.csv") >= 2, lambda: all(p.poll() is None for p in procs),
@@ -98,8 +93,6 @@ def test_a_killed_replica_changes_no_iterate_and_a_slow_one_gets_fewer_portions(
 
 
 def test_a_killed_coordinator_ends_every_rank_with_a_line_naming_it(tmp_path):
-    import sys
-
     out, nproc = tmp_path / "run", 5
     procs = start_ranks([sys.executable, "-m", "crossover_sgd", "train", *BASE, "--ps-shards", "1", "--epochs", "50",
                          "--portion-size", "60", "--out", str(out)], nproc)

@@ -11,24 +11,14 @@ import math
 
 import pytest
 
-from support import cli
-
 pytestmark = pytest.mark.slow
-
-#: Small batches and K = 4 give ~55 rounds in 15 epochs of the 1,437 training digits at 8 workers.
-#: A round moves x by up to lr_ps x k gradients (OSP's a round stale): lr_ps 0.25 keeps that <= 1
-#: (0.5 made OSP oscillate on a loaded machine, where k sits at its maximum).
-SETTINGS = ("--epochs", "15", "--batch-size", "16", "--local-steps", "4", "--ps-lr", "0.25", "--ps-eval-every", "10",
-            "--workers", "0", "--timeout", "120", "--log-level", "WARNING")
 
 
 @pytest.mark.parametrize("workers, shards", [(4, 1), (8, 2)], ids=["4-workers", "8-workers-2-shards"])
 @pytest.mark.parametrize("algorithm", ["localsgd", "osp", "losp", "dqlosp"])
-def test_every_algorithm_reaches_90_percent(tmp_path, algorithm, workers, shards):
-    out = tmp_path / "run"
-    done = cli("train", "--nproc", str(workers + shards), "--ps-shards", str(shards), "--algorithm", algorithm,
-               *SETTINGS, "--out", str(out), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_every_algorithm_reaches_90_percent(shared_run, algorithm, workers, shards):
+    """(The runs: ``support.PS_TRAINING``; the 4-worker ones also feed the plotting tests.)"""
+    out = shared_run(f"ps-{algorithm}-{workers}w{shards}s")
     summary = json.loads((out / "summary.json").read_text())
     server = json.loads((out / "ps" / "shard0.json").read_text())
     assert summary["status"] == "finished" and len(summary["trainers"]) == workers
