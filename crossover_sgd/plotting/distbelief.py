@@ -11,7 +11,7 @@ place as in the other figures):
   out and the backups among them;
 * ``portions.png`` (Sandblaster runs): the portions each replica computed first (counted in the
   batch's gradient) and, stacked, the results of its that were discarded as duplicates
-  (``ps/coordinator.json``); lost replicas hatched, replicas slowed on purpose named.
+  (``ps/coordinator.json``); lost replicas hatched, replicas slowed on purpose named (``slow xF``).
 """
 
 from __future__ import annotations
@@ -51,14 +51,21 @@ def _replicas_of(run: RunMetrics, counted: Dict[int, int]) -> List[int]:
     return sorted(ranks)
 
 
-def _mark_lost(ax, bars, replicas: List[int], lost: List[int]) -> None:
-    """Hatch the bars of lost replicas and write ``lost`` above them."""
+def _mark_lost(ax, bars, replicas: List[int], lost: List[int], say: bool = True) -> None:
+    """Hatch the bars of lost replicas (``say``: and write ``lost`` above them)."""
     for bar, replica in zip(bars, replicas):
         if replica in lost:
             bar.set_hatch(LOST_HATCH)
             bar.set_edgecolor("black")
-            ax.annotate("lost", (bar.get_x() + bar.get_width() / 2, bar.get_height()), textcoords="offset points",
-                        xytext=(0, 9), ha="center", fontsize=7, color="black")
+            if say:
+                ax.annotate("lost", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            textcoords="offset points", xytext=(0, 9), ha="center", fontsize=7, color="black")
+
+
+def _headroom(ax, share: float = 0.25) -> None:
+    """Room above the bars for the legend and the notes on them."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, top + share * (top - bottom))
 
 
 def _lost_handle():
@@ -121,6 +128,8 @@ def plot_staleness(runs: Sequence[RunMetrics], path: Path, dpi: int = 120) -> Pa
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if not any(bar.get_height() for container in ax.containers for bar in container):
             _empty(ax, "no updates in the shards' records")
+        else:
+            _headroom(ax)
     if hist_ax.containers:
         hist_ax.legend(fontsize=7, loc="best")
     if replica_ax.containers:
@@ -233,11 +242,13 @@ def plot_portions(runs: Sequence[RunMetrics], path: Path, dpi: int = 120) -> Pat
             any_discarded = True
             ax.bar(xs, discarded, width=width, bottom=heights, color=color, alpha=0.35, edgecolor=color, lw=0.4,
                    label=f"_discarded: {run.label}")
-        for x, replica, height, extra in zip(xs, replicas, heights, discarded):
-            if replica in slow:
-                ax.annotate(f"slow x{slow[replica]:g}", (x, height + extra), textcoords="offset points",
-                            xytext=(0, 2), ha="center", fontsize=7, color="black")
-        _mark_lost(ax, bars, replicas, run.lost_replicas)
+        for x, replica, height, extra in zip(xs, replicas, heights, discarded):  # above the stack
+            notes = ([f"slow x{slow[replica]:g}"] if replica in slow else []) + \
+                (["lost"] if replica in run.lost_replicas else [])
+            if notes:
+                ax.annotate(", ".join(notes), (x, height + extra), textcoords="offset points", xytext=(0, 2),
+                            ha="center", fontsize=7, color="black")
+        _mark_lost(ax, bars, replicas, run.lost_replicas, say=False)
         any_lost = any_lost or any(r in run.lost_replicas for r in replicas)
     ax.set_title("Portions per replica: counted in the gradient (solid) and discarded duplicates (light, stacked)",
                  fontsize=9)
@@ -249,6 +260,8 @@ def plot_portions(runs: Sequence[RunMetrics], path: Path, dpi: int = 120) -> Pat
     ax.grid(True, axis="y", alpha=0.3)
     if not any(bar.get_height() for container in ax.containers for bar in container):
         _empty(ax, "no portions in ps/coordinator.json")
+    else:
+        _headroom(ax)
     if ax.containers:
         handles, _ = ax.get_legend_handles_labels()
         if any_discarded:

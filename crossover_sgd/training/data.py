@@ -52,17 +52,34 @@ class SyntheticImages(Dataset):
 def load_digits(val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset]:
     """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package), split
     into a fixed train/validation partition and standardised with the training statistics."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    digits = sklearn_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(digits.target, dtype=torch.long)
+    pixels, targets = _digits_arrays()
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    labels = torch.tensor(targets, dtype=torch.long)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1797))
     n_val = int(len(labels) * val_fraction)
     val_idx, train_idx = order[:n_val], order[n_val:]
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
     return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[val_idx], labels[val_idx])
+
+
+def _digits_arrays() -> Tuple[Any, Any]:
+    """(pixels 1797 x 64, labels) of scikit-learn's digits, read from the file scikit-learn ships
+    (``sklearn/datasets/data/digits.csv.gz``) without importing scikit-learn, whose import (with
+    SciPy's) costs about a second of CPU in every rank; through ``sklearn.datasets`` if the file is
+    not where it was."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    if spec is not None and spec.origin:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    return digits.data, digits.target
 
 
 def _image_folder(root: Path, size: int) -> Tuple[Dataset, Dataset, int]:
