@@ -187,19 +187,24 @@ class Mailbox:
                 return
 
     def receive(self, waiting_for: Sequence[int], what: str = "a letter",
-                accept: Optional[Callable[[Letter], bool]] = None, patient: bool = False) -> Letter:
+                accept: Optional[Callable[[Letter], bool]] = None, patient: bool = False,
+                within: Optional[float] = None) -> Optional[Letter]:
         """The next letter (arrival order) that ``accept`` takes (default: any); letters it does
         not take are held for later calls. ``waiting_for``: the peers the caller needs a letter
         from (checked for silence: see the module docstring; ``patient``: no bound for a peer
-        with a heartbeat). Raises :class:`LostPeer`."""
+        with a heartbeat). ``within``: return None if no such letter came within that many
+        seconds. Raises :class:`LostPeer`."""
         for i, letter in enumerate(self._held):
             if accept is None or accept(letter):
                 return self._held.pop(i)
         started = time.monotonic()
         with self.stats.timed():
             while True:
+                wait = 0.25 if within is None else min(0.25, started + within - time.monotonic())
+                if wait <= 0:
+                    return None
                 try:
-                    item = self._inbox.get(timeout=0.25)
+                    item = self._inbox.get(timeout=wait)
                 except queue.Empty:
                     self._check_silence([p for p in waiting_for if p not in self.lost], started, what, patient)
                     continue

@@ -41,8 +41,8 @@ QUANTITIES: Tuple[Quantity, ...] = (
     Quantity("val_loss", "Validation loss", "validation loss (cross-entropy, nats)", (("val_loss", ""),), log_y=True),
     Quantity("accuracy", "Validation accuracy: replicas (solid, band: min-max over ranks) and averaged model (dashed)",
              "top-1 validation accuracy (%)", _ACCURACY, percent=True),
-    Quantity("accuracy_time", "Validation accuracy against wall time: replicas (solid, band: min-max over ranks) and "
-             "averaged model (dashed)", "top-1 validation accuracy (%)", _ACCURACY, percent=True, x="wall_time_s",
+    Quantity("accuracy_time", "Accuracy against wall time: replicas (solid, band: min-max over ranks), averaged "
+             "model (dashed)", "top-1 validation accuracy (%)", _ACCURACY, percent=True, x="wall_time_s",
              xlabel="wall time of training at the evaluation (s, mean over ranks)"),
     Quantity("consensus_distance", "Consensus distance of the replicas",
              "(1/n) sum_i ||x_i - mean||^2 (squared parameter units)", (("consensus_distance", ""),), log_y=True),

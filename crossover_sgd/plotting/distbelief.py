@@ -200,8 +200,12 @@ def plot_lbfgs(runs: Sequence[RunMetrics], path: Path, dpi: int = 120) -> Path:
         if len(lines) > 1 and values:
             ax.legend(handles=[Line2D([], [], color="0.3", ls=style, label=text) for _, style, text in lines],
                       fontsize=7, loc="best")
-    if handles:
-        axes.flat[0].legend(handles=handles, fontsize=7, loc="upper right")  # (the loss falls)
+    if handles:  # above the loss, which falls from the top left: room made for it on the log scale
+        loss_ax = axes.flat[0]
+        low, high = loss_ax.get_ylim()
+        if loss_ax.get_yscale() == "log" and 0 < low < high:
+            loss_ax.set_ylim(low, high * (high / low) ** (0.12 * len(handles) + 0.1))
+        loss_ax.legend(handles=handles, fontsize=7, loc="upper right")
     fig.suptitle("Sandblaster L-BFGS: per iteration (ps/coordinator.csv)", fontsize=10)
     return save_figure(fig, path, dpi)
 

@@ -33,7 +33,8 @@ from typing import Callable, List, Optional, Sequence, Union
 from crossover_sgd.errors import ConfigError
 
 __all__ = ["EmulatedCluster", "EmulatedNode", "EmulationPlan", "parse_rate", "plan_emulation", "check_available",
-           "sweep_stale", "set_link", "node_namespace", "switch_namespace", "NODE_INTERFACE", "RATE_FORMS",
+           "sweep_stale", "set_link", "list_namespaces", "node_namespace", "switch_namespace", "format_rate",
+           "NODE_INTERFACE", "RATE_FORMS",
            "QUEUE_S"]
 
 #: The name of a node's interface inside its namespace (GLOO_SOCKET_IFNAME of its ranks).
@@ -188,13 +189,19 @@ def sweep_stale() -> List[str]:
     return stale
 
 
-def _setns(path: str) -> None:
-    """Move the calling process into the network namespace ``path`` (os.setns, or libc's)."""
+def _libc_setns() -> Callable[[int, int], int]:
+    """``setns(2)``: os.setns (Python >= 3.12), else libc's through ctypes (resolved here, in the
+    parent: a forked child must not dlopen)."""
+    if hasattr(os, "setns"):
+        return lambda fd, kind: os.setns(fd, kind) or 0  # type: ignore[attr-defined]
+    return ctypes.CDLL(None, use_errno=True).setns
+
+
+def _setns_into(path: str, setns: Callable[[int, int], int]) -> None:
+    """Move the calling process into the network namespace ``path``."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if hasattr(os, "setns"):  # Python >= 3.12
-            os.setns(fd, _CLONE_NEWNET)
-        elif ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+        if setns(fd, _CLONE_NEWNET) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"setns {path}: {os.strerror(errno)}")
     finally:
@@ -214,8 +221,8 @@ class EmulatedNode:
     def enter(self) -> Callable[[], None]:
         """A ``preexec_fn`` that starts the child inside this node's namespace (the child keeps
         its own pid: no ``ip netns exec`` in between)."""
-        path = f"/run/netns/{self.namespace}"
-        return lambda: _setns(path)
+        path, setns = f"/var/run/netns/{self.namespace}", _libc_setns()  # where ip netns keeps them
+        return lambda: _setns_into(path, setns)
 
 
 class EmulatedCluster:

@@ -41,6 +41,8 @@ __all__ = ["run_netcheck", "check_mbytes", "CHUNK"]
 #: The size of one message of a stream (bytes).
 CHUNK = 4 * 2 ** 20
 _DEPTH = 4  # receives posted ahead (Gloo stops reading a pair that has no receive posted)
+_MIN_CHUNK = 64 * 1024
+_MIN_MESSAGES = 8
 _DEFAULT_SECONDS = 2.0
 _LOOPBACK_MBYTES = 256.0
 
@@ -54,29 +56,39 @@ def check_mbytes(mbytes: Optional[float]) -> None:
 
 def _stream_bytes(mbytes: Optional[float], rate: Optional[int]) -> int:
     if mbytes is None:
-        mbytes = max(8.0, rate * _DEFAULT_SECONDS / 8 / 1e6) if rate else _LOOPBACK_MBYTES
-    return max(2 * CHUNK, int(mbytes * 1e6) // CHUNK * CHUNK)
+        mbytes = rate * _DEFAULT_SECONDS / 8 / 1e6 if rate else _LOOPBACK_MBYTES
+    return max(_MIN_MESSAGES * _MIN_CHUNK, int(mbytes * 1e6))
+
+
+def _chunk(total: int) -> int:
+    """The message size of a stream of ``total`` bytes: at least :data:`_MIN_MESSAGES` messages."""
+    return max(_MIN_CHUNK, min(CHUNK, total // (4 * _MIN_MESSAGES)) // _MIN_CHUNK * _MIN_CHUNK)
 
 
 def _stream(send_to: int, recv_from: int, total: int) -> Dict[str, float]:
-    """Send ``total`` bytes to ``send_to`` while receiving as much from ``recv_from``; the
-    receiving side's payload rate from the first message's arrival to the last's."""
-    count = total // CHUNK
-    out = torch.ones(CHUNK, dtype=torch.uint8)
-    slots = [torch.empty(CHUNK, dtype=torch.uint8) for _ in range(min(_DEPTH, count))]
+    """Send ``total`` bytes to ``send_to`` while receiving as much from ``recv_from``, as messages;
+    the receiving side's payload rate: the median of the messages' (from one arrival to the next,
+    robust to a stall of a loaded machine's CPU) and the mean from the first arrival to the last."""
+    chunk = _chunk(total)
+    count = max(_MIN_MESSAGES, total // chunk)
+    out = torch.ones(chunk, dtype=torch.uint8)
+    slots = [torch.empty(chunk, dtype=torch.uint8) for _ in range(_DEPTH)]
     sends = [dist.isend(out, send_to) for _ in range(count)]  # queued in order on the pair
-    recvs = [dist.irecv(slot, recv_from) for slot in slots]
+    recvs = [dist.irecv(slot, recv_from) for slot in slots[:count]]
     arrivals: List[float] = []
     for k in range(count):
-        recvs[k % len(slots)].wait()
+        recvs[k % _DEPTH].wait()
         arrivals.append(time.perf_counter())
-        if k + len(slots) < count:
-            recvs[k % len(slots)] = dist.irecv(slots[k % len(slots)], recv_from)
+        if k + _DEPTH < count:
+            recvs[k % _DEPTH] = dist.irecv(slots[k % _DEPTH], recv_from)
     for request in sends:
         request.wait()
     seconds = arrivals[-1] - arrivals[0]
-    return {"mbytes": (count - 1) * CHUNK / 1e6, "seconds": seconds,
-            "measured_mbit_s": (count - 1) * CHUNK * 8 / seconds / 1e6 if seconds > 0 else float("inf")}
+    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:]))
+    median = gaps[len(gaps) // 2] if len(gaps) % 2 else (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
+    return {"mbytes": (count - 1) * chunk / 1e6, "seconds": seconds, "message_bytes": chunk,
+            "measured_mbit_s": chunk * 8 / median / 1e6 if median > 0 else float("inf"),
+            "mean_mbit_s": (count - 1) * chunk * 8 / seconds / 1e6 if seconds > 0 else float("inf")}
 
 
 def _row(phase: str, node: int, rank: int, peer_node: int, peer_rank: int, result: Dict[str, float],
@@ -84,7 +96,8 @@ def _row(phase: str, node: int, rank: int, peer_node: int, peer_rank: int, resul
     set_mbit = rate / 1e6 if rate and phase == "link" else None
     return {"phase": phase, "node": node, "rank": rank, "from_node": peer_node, "from_rank": peer_rank,
             "mbytes": round(result["mbytes"], 3), "seconds": round(result["seconds"], 4),
-            "measured_mbit_s": round(result["measured_mbit_s"], 1), "set_mbit_s": set_mbit,
+            "message_bytes": int(result["message_bytes"]), "measured_mbit_s": round(result["measured_mbit_s"], 1),
+            "mean_mbit_s": round(result["mean_mbit_s"], 1), "set_mbit_s": set_mbit,
             "ratio": round(result["measured_mbit_s"] / set_mbit, 4) if set_mbit else None}
 
 
@@ -101,14 +114,14 @@ def _phase(phase: str, ring: Sequence[int], node_of: Sequence[int], total: int, 
 
 
 def _table(report: Dict[str, object]) -> str:
-    lines = [f"{'phase':<6} {'node':>4} {'rank':>4} {'from':>9} {'MB':>8} {'s':>7} {'Mbit/s':>9} "
+    lines = [f"{'phase':<6} {'node':>4} {'rank':>4} {'from':>9} {'MB':>8} {'s':>7} {'Mbit/s':>9} {'mean':>9} "
              f"{'set':>7} {'ratio':>6}"]
     for row in report["rows"]:  # type: ignore[union-attr]
         set_mbit = f"{row['set_mbit_s']:g}" if row["set_mbit_s"] else "-"
         ratio = f"{row['ratio']:.3f}" if row["ratio"] is not None else "-"
         source = f"n{row['from_node']}/r{row['from_rank']}"
         lines.append(f"{row['phase']:<6} {row['node']:>4} {row['rank']:>4} {source:>9} {row['mbytes']:>8.1f} "
-                     f"{row['seconds']:>7.3f} {row['measured_mbit_s']:>9.1f} {set_mbit:>7} {ratio:>6}")
+                     f"{row['seconds']:>7.3f} {row['measured_mbit_s']:>9.1f} {row['mean_mbit_s']:>9.1f} {set_mbit:>7} {ratio:>6}")
     return "\n".join(lines)
 
 

@@ -160,7 +160,7 @@ class Heartbeat:
         if self.rank == 0:
             self._linger(set(lost))
         if lost:
-            return f"lost peer rank(s) {lost}: no heartbeat (killed, crashed or frozen)"
+            return f"lost peer rank(s) {lost}: no heartbeat (killed, crashed, frozen or cut off from the network)"
         others = sorted(failed - {self.rank})
         if others:
             return f"peer rank(s) {others} failed too (a communication error spread through the job)"

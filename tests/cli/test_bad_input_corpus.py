@@ -50,7 +50,8 @@ FREE_SPACE = "free space on that filesystem"
 ECL_HEAD = ("ecl", "data", "{TMP}/out", "--epochs", "1", "--dataset_name", "digits", "--cpu")
 PROGS = {"train": "crossover-sgd", "legacy": "imagenet_test.py", "plot": "crossover-sgd",
          "plot-module": "crossover-sgd", "experiment": "crossover-sgd", "experiment-module": "crossover-sgd",
-         "launch-info": "crossover-sgd", "ecl": "crossover-sgd ecl", "topology": "python -m topology"}
+         "launch-info": "crossover-sgd", "netcheck": "crossover-sgd", "ecl": "crossover-sgd ecl",
+         "topology": "python -m topology"}
 
 
 def _node_list(edges: Dict[str, Dict[str, int]], round: int = 1) -> Dict[str, object]:
@@ -131,6 +132,10 @@ def experiment(*argv: str, words: Sequence[str], module: bool = False, **kw) -> 
 
 def launch_info(*argv: str, words: Sequence[str], **kw) -> Case:
     return Case("launch-info", ("launch-info", *argv), tuple(words), **kw)
+
+
+def netcheck(*argv: str, words: Sequence[str], **kw) -> Case:
+    return Case("netcheck", ("netcheck", *argv), tuple(words), **kw)
 
 
 def ecl(*argv: str, words: Sequence[str], **kw) -> Case:
@@ -345,6 +350,31 @@ CASES: List[Case] = [
     launch_info("--nproc", "-3", words=("--nproc -3", ">= 1")),
     launch_info("--nproc", "two", words=("--nproc", "two")),
     launch_info("--jsno", "x.json", words=("--jsno", "did you mean --json?")),
+    launch_info("--nproc", "2", "--emulate-nodes", "3", "--link-rate", "1gbit", words=("--emulate-nodes 3", "--nproc 2",
+                                                                                        "divisor of 2")),
+    # ---- the emulated cluster (issue 15): train's and netcheck's --emulate-nodes and --link-rate
+    train("--emulate-nodes", "2", "--link-rate", "1gbit", words=("--emulate-nodes and --link-rate", "add --nproc N")),
+    train("--emulate-nodes", "2", words=("--emulate-nodes", "add --nproc N")),
+    train("--nproc", "4", "--emulate-nodes", "3", "--link-rate", "1gbit", words=("--emulate-nodes 3", "--nproc 4",
+                                                                                "divisor of 4", "1 .. 4")),
+    train("--nproc", "2", "--emulate-nodes", "4", "--link-rate", "1gbit", words=("--emulate-nodes 4", "1 .. 2")),
+    train("--nproc", "2", "--emulate-nodes", "0", "--link-rate", "1gbit", words=("--emulate-nodes 0", "1 .. 2")),
+    train("--nproc", "2", "--emulate-nodes", "two", "--link-rate", "1gbit", words=("--emulate-nodes", "'two'")),
+    train("--nproc", "2", "--emulate-nodes", "2", words=("--emulate-nodes 2 needs --link-rate RATE", "1gbit")),
+    train("--nproc", "2", "--link-rate", "1gbit", words=("--link-rate needs --emulate-nodes M", "divisor of --nproc 2")),
+    train("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "fast",
+          words=("--link-rate 'fast' is not a rate", "200mbit, 1gbit, 1Gbit/s, 500M, 10g")),
+    train("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "1gbps", words=("--link-rate '1gbps'", "1Gbit/s")),
+    train("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "0", words=("--link-rate '0' is out of range",
+                                                                             "100kbit .. 400gbit")),
+    train("--nproc", "2", "--emulate-nodes", "2", "--link-rate=-1gbit", words=("--link-rate '-1gbit'", "200mbit")),
+    train("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "1tbit", words=("--link-rate '1tbit' is out of range",)),
+    netcheck("--mbytes", "0", words=("--mbytes 0", "> 0")),
+    netcheck("--nproc", "2", "--mbytes", "nan", words=("--mbytes nan", "> 0")),
+    netcheck(words=("netcheck measures between ranks", "--nproc 2")),
+    netcheck("--nproc", "2", "--link-rate", "10g", words=("--link-rate needs --emulate-nodes M",)),
+    netcheck("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "fast", words=("--link-rate 'fast'", "10g")),
+    netcheck("--emulate-nodes", "1", "--link-rate", "1gbit", words=("add --nproc N",)),
     # ---- crossover-sgd ecl (the original's command line; its own flags: tests/cli/test_ecl_cli.py)
     ecl("DSGD", "node0", "{NODES}/not_json.json", "{NODES}/hosts.json",
         words=("conf: {NODES}/not_json.json", "not valid JSON")),
@@ -573,7 +603,7 @@ def invoke(case: Case, argv: List[str], monkeypatch, capsys) -> Tuple[object, st
     """Call the case's entry point in this process, as its console script would."""
     capsys.readouterr()
     try:
-        if case.entry in ("train", "plot", "experiment", "launch-info", "ecl"):
+        if case.entry in ("train", "plot", "experiment", "launch-info", "netcheck", "ecl"):
             from crossover_sgd import cli
 
             code = cli.main(argv)

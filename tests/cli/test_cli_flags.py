@@ -58,6 +58,8 @@ FLAGS_ADDED = {
     "--portion-size", "--portion_size", "--lbfgs-batch", "--lbfgs_batch", "--history-size", "--history_size",
     "--lbfgs-max-iter", "--lbfgs_max_iter", "--lbfgs-lr", "--lbfgs_lr", "--line-search", "--line_search",
     "--slow-replicas", "--slow_replicas", "--slow-factor", "--slow_factor",
+    # the emulated cluster (issue 15): the local launcher's ranks on network namespaces, rate-limited links
+    "--emulate-nodes", "--emulate_nodes", "--link-rate", "--link_rate",
 }
 
 

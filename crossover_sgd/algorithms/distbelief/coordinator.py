@@ -5,10 +5,12 @@ The coordinator holds no parameters. It runs :func:`~crossover_sgd.algorithms.di
 an ``OP`` letter to every shard, a dot product or a norm the sum (or max) of the shards' answers.
 An evaluation of the loss and gradient at ``x + t d`` splits the batch (the first ``B`` training
 samples, in order) into portions of ``--portion-size`` samples handed to replicas one at a time, as
-each reports its last (fast replicas take more). When every portion is out but some are still being
-computed, an idle replica gets a copy of the oldest (a *backup*): the first result wins, the shards
-keep the first gradient of each portion, and every sum runs in portion order, so backups never
-change the result. A replica that dies or stays silent without a heartbeat is dropped and its
+each reports its last (fast replicas take more; a straggler is kept off the last portions). When
+every portion is out but some are still being computed, an idle replica gets a copy of the oldest
+one whose copies are slower or stalled (a *backup*; the rules and the measured times:
+:mod:`~crossover_sgd.algorithms.distbelief.portions`): the first result wins, the shards keep the
+first gradient of each portion, and every sum runs in portion order, so backups never change the
+result. A replica that dies or stays silent without a heartbeat is dropped and its
 portions handed to others. Per L-BFGS iteration it records the loss, the step length, the
 evaluations, portions and backups (``ps/coordinator.csv``); per replica the portions it computed
 first (counted) and every result it delivered (duplicates included), and the replicas slowed on
@@ -25,6 +27,7 @@ from typing import Any, Deque, Dict, List, Optional
 import torch
 
 from crossover_sgd.algorithms.distbelief.lbfgs import LBFGSOptions, LBFGSState, X, lbfgs_step
+from crossover_sgd.algorithms.distbelief.portions import PortionTimes
 from crossover_sgd.algorithms.distbelief.sandblaster_shard import AT_X, OPCODES
 from crossover_sgd.algorithms.ps.protocol import DONE, EPOCH, LAST_KINDS, OP, READY, RESULT, SCALAR, STOP, TASK
 from crossover_sgd.algorithms.ps.records import RowLog
@@ -36,6 +39,9 @@ from crossover_sgd.errors import PeerError
 __all__ = ["Coordinator", "COORDINATOR_COLUMNS"]
 
 log = logging.getLogger(__name__)
+
+#: With replicas kept idle, how often the coordinator looks again whether one should take a copy.
+RECHECK_S = 0.05
 
 COORDINATOR_COLUMNS = ("iteration", "loss", "t", "func_evals", "ls_evals", "portions", "backups", "duplicates",
                        "elapsed_s")
@@ -60,6 +66,7 @@ class Coordinator:
         self.portions_by: Counter = Counter()  # first results: the portions counted
         self.results_by: Counter = Counter()  # every result received, duplicates included (records)
         self.backups = self.duplicates = self.portions_done = 0
+        self.times = PortionTimes()
         self.started = time.perf_counter()
 
     @staticmethod
@@ -132,11 +139,12 @@ class Coordinator:
                           "duplicates": self.duplicates, "elapsed_s": time.perf_counter() - self.started})
         self.iteration_portions = self.iteration_backups = 0
 
-    def _next(self, waiting_for: Optional[List[int]] = None) -> Optional[Letter]:
-        """The next letter from a replica (None when one was just dropped)."""
+    def _next(self, waiting_for: Optional[List[int]] = None, within: Optional[float] = None) -> Optional[Letter]:
+        """The next letter from a replica (None when one was just dropped, or none came ``within``
+        seconds)."""
         try:
             return self.mailbox.receive(self._live() if waiting_for is None else waiting_for, "replica's letter",
-                                        lambda l: l.kind in (READY, RESULT, DONE), patient=True)
+                                        lambda l: l.kind in (READY, RESULT, DONE), patient=True, within=within)
         except LostPeer as exc:
             if exc.peer not in self.replicas:
                 raise
@@ -187,28 +195,38 @@ class Coordinator:
         task: Dict[int, int] = {}  # replica -> its portion
         size = self.algorithm.options.portion_size
         while any(p not in losses for p in portions):
+            kept: List[int] = []  # idle replicas that take nothing now (see portions.py)
             while self.idle:
                 replica = self.idle.popleft()
                 if replica in self.lost:
                     continue
+                now = time.perf_counter()
                 if waiting:
+                    if not self.times.takes_new(replica, len(waiting), self._live()):
+                        kept.append(replica)
+                        continue
                     portion = waiting.popleft()
-                else:  # every portion is out: a backup of the oldest one still running elsewhere
-                    candidates = [p for p in running if p not in losses and replica not in running[p]]
+                else:  # every portion is out: a backup of the oldest one still running elsewhere, if worth it
+                    candidates = [p for p in running if p not in losses and replica not in running[p]
+                                  and self.times.backs_up(replica, running[p], now)]
                     if not candidates:
-                        self.idle.appendleft(replica)
-                        break
+                        kept.append(replica)
+                        continue
                     portion = candidates[0]
                     self.backups += 1
                     self.iteration_backups += 1
                 running.setdefault(portion, []).append(replica)
                 task[replica] = portion
                 start = portion * size
+                self.times.sent_to(replica, now)
                 self.mailbox.send(replica, [TASK, self.evaluation, portion, start, min(start + size, self.batch)])
-            letter = self._next([r for r in task if r not in self.lost])
-            if letter is None:  # a replica was lost: its portions go back where no copy runs
+            self.idle.extend(kept)
+            # replicas kept idle: look again soon (a copy becomes worth it when a holder is late)
+            letter = self._next([r for r in task if r not in self.lost], within=RECHECK_S if kept else None)
+            if letter is None:  # a replica was lost (its portions go back where no copy runs), or a pause
                 for replica in list(task):
                     if replica in self.lost:
+                        self.times.forget(replica)
                         portion = task.pop(replica)
                         running[portion] = [r for r in running[portion] if r != replica]
                         if portion not in losses and not running[portion]:
@@ -220,6 +238,7 @@ class Coordinator:
             if letter.kind == READY:
                 continue
             task.pop(letter.peer, None)
+            self.times.result_from(letter.peer, time.perf_counter())
             evaluation, portion, loss = int(letter.header[1]), int(letter.header[2]), letter.header[3]
             self.results_by[letter.peer] += 1
             if evaluation != self.evaluation or portion in losses:

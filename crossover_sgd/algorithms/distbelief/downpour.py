@@ -36,8 +36,8 @@ from crossover_sgd.algorithms.ps.state import flat_views
 
 __all__ = ["Downpour", "DownpourOptions", "REPLICA_COLUMNS"]
 
-#: A replica's row per push: ``fetch_wait_s`` the time it spent blocked in fetches since its
-#: previous push (its communication time; pushes never block).
+#: A replica's row per push: ``fetches`` and ``fetch_wait_s`` (the time it spent blocked in
+#: fetches: its communication time; pushes never block) since the run's start, like ``train_s``.
 REPLICA_COLUMNS = ("push", "k", "train_loss", "fetches", "fetch_wait_s", "train_s", "bytes_sent", "bytes_recv",
                    "elapsed_s")
 

@@ -53,8 +53,9 @@ class SandblasterShard(ShardServer):
         stopped = False
         while not stopped or len(done) + len(self.lost) < len(self.workers):
             try:
-                letter = self.mailbox.receive([] if stopped else [coordinator], "command", self._current,
-                                              patient=True)
+                # after the coordinator's STOP: the replicas' DONE (a frozen one is dropped for its silence)
+                waiting = [w for w in self.workers if w not in done and w not in self.lost] if stopped else [coordinator]
+                letter = self.mailbox.receive(waiting, "command", self._current, patient=True)
             except LostPeer as exc:
                 if exc.peer not in self.workers:
                     raise  # the coordinator or shard 0: the run cannot go on
