@@ -71,6 +71,24 @@ def str_bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def bounded_int(noun: str, minimum: int, maximum: Optional[int] = None, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``minimum`` (to ``maximum``), else one line naming
+    the value, what is accepted (``noun``, e.g. "a port number") and ``why``."""
+    reason = f" ({why})" if why else ""
+    accepted = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}{reason}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{value} is invalid: use {noun} {accepted}{reason}")
+        return value
+
+    return parse
+
+
 def add_flag(group, *names: str, **kwargs) -> None:
     """Add a flag under its dashed names and their underscored aliases (``--batch-size``/``--batch_size``)."""
     aliases = []

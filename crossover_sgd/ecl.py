@@ -110,7 +110,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from crossover_sgd.algorithms import make_config
 from crossover_sgd.config import DATASETS, LOG_LEVELS, TrainConfig
-from crossover_sgd.console import OneLineParser, report_errors, suggest_flag
+from crossover_sgd.console import OneLineParser, bounded_int, report_errors, suggest_flag
 from crossover_sgd.errors import ConfigError
 
 __all__ = ["PROG", "ALGORITHM_OF", "SWAP_TIMEOUT", "ECL_NAMES", "Translation", "build_ecl_parser", "parse", "translate",
@@ -160,16 +160,8 @@ def log_level(text: str) -> str:
     return name
 
 
-def seconds(text: str) -> int:
-    """``--swap_timeout``: a whole number of seconds >= 1 (the original's int)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use a whole number of seconds >= 1 (how long a "
-                                         "silent neighbour is waited for before it is dropped)")
-    return value
+#: ``--swap_timeout``: a whole number of seconds >= 1 (the original's int).
+seconds = bounded_int("a whole number of seconds", 1, why="how long a silent neighbour is waited for before it is dropped")
 
 
 def build_ecl_parser() -> argparse.ArgumentParser:

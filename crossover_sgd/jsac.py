@@ -110,7 +110,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 from crossover_sgd.algorithms import make_config
 from crossover_sgd.algorithms.ps.records import SCHEDULES
 from crossover_sgd.config import TrainConfig
-from crossover_sgd.console import OneLineParser, report_errors, suggest_flag
+from crossover_sgd.console import OneLineParser, bounded_int, report_errors, suggest_flag
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV
 
@@ -199,28 +199,6 @@ def _algorithm(text: str) -> str:
     return ALGORITHM_OF[name]
 
 
-def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    def parse_int(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer ({what})") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is invalid: use an integer >= {minimum} ({what})")
-        return value
-    return parse_int
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: use a port number from 1 to 65535")
-    return value
-
-
 def _host(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty address: give the server's IP address or host name")
@@ -232,13 +210,13 @@ def build_jsac_parser() -> argparse.ArgumentParser:
     p = JsacParser(prog=PROG, description="The original parameter-server code's command line (python3 main.py "
                    "--ws N --psip IP --psport P --algorithm A --rank R), run by crossover-sgd; the rest in "
                    "config.json. See the module crossover_sgd.jsac for how each flag and field maps.")
-    p.add_argument("--ws", "--world_size", dest="ws", type=_int_at_least(2, "the server and at least one worker"),
+    p.add_argument("--ws", "--world_size", dest="ws", type=bounded_int("an integer", 2, why="the server and at least one worker"),
                    required=True, help="world size: the server and the workers")
     p.add_argument("--psip", type=_host, required=True, help="the parameter server's (rank 0's) address")
-    p.add_argument("--psport", type=_port, required=True, help="the parameter server's port (the rendezvous)")
+    p.add_argument("--psport", type=bounded_int("a port number", 1, 65535), required=True, help="the parameter server's port (the rendezvous)")
     p.add_argument("--algorithm", type=_algorithm, required=True,
                    help=f"one of {', '.join(ALGORITHM_NAMES)} (any case)")
-    p.add_argument("--rank", type=_int_at_least(0, "0 the server, 1 .. WS-1 the workers"), required=True,
+    p.add_argument("--rank", type=bounded_int("an integer", 0, why="0 the server, 1 .. WS-1 the workers"), required=True,
                    help="0: the server; 1 .. WS-1: the workers")
     p.add_argument("--config", default="config.json", help="the run's settings (default: ./config.json)")
     p.add_argument("--out", default=None, help="run directory (default: runs/jsac-<algorithm>-<config stem>)")
