@@ -11,7 +11,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -100,6 +100,53 @@ def kill_marked(marker: str) -> Dict[int, Dict[str, str]]:
         except ProcessLookupError:
             pass
     return alive
+
+
+class MarkedLauncher:
+    """``crossover-sgd`` started as a launcher whose processes (itself and its ranks) carry a
+    marker in their environment, so a test finds a rank's pid and, at the end, leaves no process:
+    ``with MarkedLauncher(args) as job: os.kill(job.rank_pid(2), ...); code, err, s = job.end(60)``;
+    after the block ``job.left`` holds the marked processes that were still alive (killed)."""
+
+    def __init__(self, args: Sequence[str], env: Optional[Dict[str, str]] = None, stdout=subprocess.DEVNULL):
+        import uuid
+
+        self.marker = uuid.uuid4().hex
+        self.left: Dict[int, Dict[str, str]] = {}
+        self.process = subprocess.Popen([sys.executable, "-m", "crossover_sgd", *args],
+                                        env=child_env({"CUDA_VISIBLE_DEVICES": "", **(env or {}),
+                                                       "CROSSOVER_SGD_TEST_MARKER": self.marker}),
+                                        stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "MarkedLauncher":
+        return self
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def rank_pid(self, rank: int, wait_s: float = 60) -> int:
+        """The pid of the launcher's rank ``rank`` (waited for, bounded)."""
+        found: List[int] = []
+
+        def started() -> bool:
+            found[:] = [pid for pid, env in marked_processes(self.marker).items()
+                        if env.get("RANK") == str(rank) and env.get("CROSSOVER_SGD_LAUNCHER") == "local"]
+            return bool(found)
+
+        wait_until(started, self.alive, f"the start of rank {rank}", wait_s)
+        return found[0]
+
+    def end(self, wait_s: float) -> Tuple[int, str, float]:
+        """(exit code, stderr, seconds) of the launcher, which must end within ``wait_s``."""
+        started = time.monotonic()
+        _, err = self.process.communicate(timeout=wait_s)
+        return self.process.returncode, err, time.monotonic() - started
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        self.left = kill_marked(self.marker)
 
 
 def design_example(path: Path) -> Dict[str, object]:

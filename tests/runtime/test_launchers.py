@@ -11,14 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 
-from support import child_env, cli, installed_program, kill_marked, marked_processes, read_metrics, run, unavailable
+from support import MarkedLauncher, child_env, cli, installed_program, kill_marked, read_metrics, run, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -172,31 +171,13 @@ def test_training_under_mpiexec(tmp_path):
 def test_local_launcher_stops_the_other_ranks_when_one_dies():
     """Rank 1 is killed while rank 0 waits for it at the rendezvous (a wait of up to 120 s):
     the launcher must stop rank 0, report rank 1's death and exit 128 + 9, leaving no process."""
-    marker = uuid.uuid4().hex
-    launcher = subprocess.Popen([sys.executable, "-m", "crossover_sgd", "launch-info", "--nproc", "2"],
-                                env=cpu_env({"CROSSOVER_SGD_TEST_MARKER": marker}),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        victim, deadline = None, time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline and launcher.poll() is None:
-            ranks = {env.get("RANK"): pid for pid, env in marked_processes(marker).items()
-                     if env.get("CROSSOVER_SGD_LAUNCHER") == "local"}
-            victim = ranks.get("1")
-            time.sleep(0.02)
-        assert victim is not None, "the launcher never started rank 1"
-        os.kill(victim, signal.SIGKILL)
-        started = time.monotonic()
-        _, stderr = launcher.communicate(timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.communicate()
-        left = kill_marked(marker)
-    assert launcher.returncode == 128 + signal.SIGKILL, stderr
+    with MarkedLauncher(["launch-info", "--nproc", "2"], env=cpu_env(), stdout=subprocess.PIPE) as job:
+        os.kill(job.rank_pid(1), signal.SIGKILL)
+        code, stderr, elapsed = job.end(60)
+    assert code == 128 + signal.SIGKILL, stderr
     assert "rank 1 exited with code -9; stopping the other ranks" in stderr
     assert elapsed < 30  # rank 0 was stopped, not left to time out
-    assert left == {}
+    assert job.left == {}
 
 
 @pytest.mark.usefixtures("needs_proc")

@@ -165,33 +165,18 @@ def test_async_step_does_not_wait_for_a_slow_node(tmp_path):
 def test_under_the_local_launcher_with_swap_timeout_the_other_ranks_finish(tmp_path):
     """``--nproc 4`` with ``--swap-timeout``: the launcher announces the killed rank and lets the
     others finish (instead of stopping them); the job succeeds when every other rank does."""
-    import uuid
+    from support import MarkedLauncher, wait_until
 
-    from support import kill_marked, marked_processes
-
-    marker, out = uuid.uuid4().hex, tmp_path / "run"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "crossover_sgd", "train", "--nproc", "4", "--algorithm", "admm-isvr",
-         "--swap-timeout", "5", "--epochs", str(EPOCHS), "--out", str(out), "--workers", "0"],
-        env=child_env({"CUDA_VISIBLE_DEVICES": "", "CROSSOVER_SGD_TEST_MARKER": marker}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not all((out / "nodes" / f"node{i}.csv").exists() for i in range(4)):
-            assert time.monotonic() < deadline and launcher.poll() is None, "the run never got going"
-            time.sleep(0.1)
-        (victim,) = [pid for pid, env in marked_processes(marker).items()
-                     if env.get("RANK") == "2" and env.get("CROSSOVER_SGD_LAUNCHER") == "local"]
-        os.kill(victim, signal.SIGKILL)
-        _, err = launcher.communicate(timeout=WAIT_S)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.communicate()
-        left = kill_marked(marker)
-    assert launcher.returncode == 0, err[-3000:]
+    out = tmp_path / "run"
+    with MarkedLauncher(["train", "--nproc", "4", "--algorithm", "admm-isvr", "--swap-timeout", "5", "--epochs",
+                         str(EPOCHS), "--out", str(out), "--workers", "0"]) as job:
+        wait_until(lambda: all((out / "nodes" / f"node{i}.csv").exists() for i in range(4)), job.alive,
+                   "the run getting going", WAIT_S)
+        os.kill(job.rank_pid(2), signal.SIGKILL)
+        code, err, _ = job.end(WAIT_S)
+    assert code == 0, err[-3000:]
     assert "rank 2 exited with code -9; the other ranks go on without it (--swap_timeout)" in err
-    assert left == {}
+    assert job.left == {}
     for i in (0, 1, 3):
         node = json.loads((out / "nodes" / f"node{i}.json").read_text())
         assert node["status"] == "finished"

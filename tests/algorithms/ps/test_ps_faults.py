@@ -30,15 +30,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import uuid
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
 
-from support import (child_env, cleanup_ranks as cleanup, csv_rows, finish_ranks, kill_marked, marked_processes, server_family_argv,
-                     start_ranks, wait_until)
+from support import (MarkedLauncher, cleanup_ranks as cleanup, csv_rows, finish_ranks, server_family_argv, start_ranks,
+                     wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -88,69 +86,46 @@ def test_a_killed_rank_ends_every_other_rank_with_one_line_naming_it(tmp_path, a
     assert line.startswith(f"{ERROR} rank {reporter}: communication failed: {named}"), line
 
 
-def start_launcher(out: Path, algorithm: str, nproc: int, marker: str, timeout: float) -> subprocess.Popen:
-    argv = server_family_argv(out, algorithm, 1, timeout)
-    argv[4:4] = ["--nproc", str(nproc)]
-    return subprocess.Popen(argv, env=child_env({"CUDA_VISIBLE_DEVICES": "", "CROSSOVER_SGD_TEST_MARKER": marker}),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def rank_pid(marker: str, rank: int) -> int:
-    (pid,) = [pid for pid, env in marked_processes(marker).items()
-              if env.get("RANK") == str(rank) and env.get("CROSSOVER_SGD_LAUNCHER") == "local"]
-    return pid
+def launched(out: Path, algorithm: str, nproc: int, timeout: float) -> MarkedLauncher:
+    argv = server_family_argv(out, algorithm, 1, timeout)[3:]  # (after python -m crossover_sgd)
+    argv[1:1] = ["--nproc", str(nproc)]
+    return MarkedLauncher(argv)
 
 
 def test_a_frozen_worker_ends_the_run_naming_it_within_about_the_timeout(tmp_path):
-    marker, out = uuid.uuid4().hex, tmp_path / "run"
-    launcher = start_launcher(out, "localsgd", 4, marker, STOP_TIMEOUT_S)
-    victim = None
-    try:
-        wait_mid_run(out, (1, 2, 3), lambda: launcher.poll() is None)
-        victim = rank_pid(marker, 2)
+    out = tmp_path / "run"
+    with launched(out, "localsgd", 4, STOP_TIMEOUT_S) as job:
+        wait_mid_run(out, (1, 2, 3), job.alive)
+        victim = job.rank_pid(2)
         os.kill(victim, signal.SIGSTOP)
-        started = time.monotonic()
-        _, err = launcher.communicate(timeout=WAIT_S)
-        seconds = time.monotonic() - started
-    finally:
-        if victim is not None:
+        try:
+            code, err, seconds = job.end(WAIT_S)
+        finally:
             try:
                 os.kill(victim, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.communicate()
-        left = kill_marked(marker)
-    assert launcher.returncode == 3, err[-3000:]
+    assert code == 3, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("crossover-sgd:")]
     assert len(lines) == 1, err[-3000:]
     assert lines[0].startswith(f"{ERROR} rank 0: communication failed: lost peer rank(s) [2]: no heartbeat"), lines
     # at most about two timeouts (see the module docstring), the launcher's grace of 10 s, slack
     assert seconds <= 2 * STOP_TIMEOUT_S + 10 + 20, seconds
-    assert left == {}
+    assert job.left == {}
 
 
 def test_under_the_launcher_a_killed_worker_is_announced_by_the_launcher(tmp_path):
-    marker, out = uuid.uuid4().hex, tmp_path / "run"
-    launcher = start_launcher(out, "localsgd", 4, marker, KILL_TIMEOUT_S)
-    try:
-        wait_mid_run(out, (1, 2, 3), lambda: launcher.poll() is None)
-        os.kill(rank_pid(marker, 2), signal.SIGKILL)
-        started = time.monotonic()
-        _, err = launcher.communicate(timeout=WAIT_S)
-        seconds = time.monotonic() - started
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.communicate()
-        left = kill_marked(marker)
-    assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
+    out = tmp_path / "run"
+    with launched(out, "localsgd", 4, KILL_TIMEOUT_S) as job:
+        wait_mid_run(out, (1, 2, 3), job.alive)
+        os.kill(job.rank_pid(2), signal.SIGKILL)
+        code, err, seconds = job.end(WAIT_S)
+    assert code == 128 + signal.SIGKILL, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("crossover-sgd:")]
     # the launcher's line only: the ranks it stops then find their peers gone, and their lines
     # (which would blame the server rank the launcher stopped first) are not printed
     assert lines == ["crossover-sgd: rank 2 exited with code -9; stopping the other ranks"], err[-3000:]
     assert seconds <= 10 + 15, seconds  # the other ranks are stopped (grace 10 s), not left to time out
-    assert left == {}
+    assert job.left == {}
