@@ -136,10 +136,10 @@ def _launch_info(args: argparse.Namespace, command: List[str]) -> int:
 
 
 def _netcheck(args: argparse.Namespace, command: List[str]) -> int:
-    from crossover_sgd.runtime.netcheck import check_mbytes, run_netcheck
+    from crossover_sgd.runtime.netcheck import check_args, run_netcheck
     from crossover_sgd.runtime.report import check_json
 
-    check_mbytes(args.mbytes)
+    check_args(args)
     if args.nproc is not None:
         check_json(args.json)  # once here, before any rank starts
     return execute(args, run_netcheck, command)

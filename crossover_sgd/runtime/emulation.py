@@ -6,9 +6,13 @@
   veth pair, named ``eth0``, with the address ``10.<a>.<b>.<i+1>/24`` (``a.b``: P's low 16 bits);
 - one "switch" namespace, ``csgd<P>sw``, holding a Linux bridge ``br0`` and the other end of every
   node's veth pair, ``p<i>``, attached to the bridge;
-- both directions of every node's link shaped to the same rate with an HTB qdisc (this kernel has
-  no ``netem``: the only added latency is the shaping queue's, at most :data:`QUEUE_S` seconds of
-  traffic at the rate, plus the bucket's burst).
+- both directions of every node's link shaped to the same rate with an HTB class (on the node's
+  ``eth0`` and on its switch port ``p<i>``): the rate counts whole Ethernet frames, so TCP payload
+  gets about 95 % of it. The bucket holds a whole GSO super-packet (64 KiB) or 1 ms at the rate,
+  so a large packet never stalls the class; this kernel has no ``netem``, so the only added
+  latency is the shaping queue's, at most :data:`QUEUE_S` seconds of traffic at the rate.
+
+See docs/emulation.md.
 
 Nothing is created in the caller's namespace, so the addresses cannot meet the host's networks.
 Everything is removed when the context exits (normally, on an error, on Ctrl-C or SIGTERM); the
@@ -21,12 +25,14 @@ is missing.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -37,6 +43,7 @@ __all__ = ["EmulatedCluster", "EmulatedNode", "EmulationPlan", "parse_rate", "pl
            "NODE_INTERFACE", "RATE_FORMS",
            "QUEUE_S"]
 
+log = logging.getLogger(__name__)
 #: The name of a node's interface inside its namespace (GLOO_SOCKET_IFNAME of its ranks).
 NODE_INTERFACE = "eth0"
 _BRIDGE = "br0"
@@ -46,7 +53,7 @@ _NAME = re.compile(rf"^{_PREFIX}(\d+)(?:n(\d+)|sw)$")
 QUEUE_S = 0.005
 #: Examples of the accepted forms of a rate (bits per second, SI prefixes), for messages.
 RATE_FORMS = "200mbit, 1gbit, 1Gbit/s, 500M, 10g or 100000000 (bits per second, SI prefixes k M G T)"
-_RATE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([kmgt]?)(?:bit|bits)?(?:/s)?$", re.IGNORECASE)
+_RATE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(?:e(\d{1,2}))?\s*([kmgt]?)(?:bit|bits)?(?:/s)?$", re.IGNORECASE)
 _SI = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
 MIN_RATE, MAX_RATE = 10 ** 5, 4 * 10 ** 11
 _MAX_NODES = 250
@@ -92,9 +99,10 @@ def plan_emulation(nproc: Optional[int], nodes: Optional[int], rate: Union[str, 
     bad combination: both are needed, with ``nproc`` local ranks that ``nodes`` divides)."""
     if nodes is None and rate is None:
         return None
-    given = "{emulate_nodes}" if rate is None else "{link_rate}" if nodes is None else "{emulate_nodes} and {link_rate}"
+    given = ("{emulate_nodes} places" if rate is None else "{link_rate} places" if nodes is None
+             else "{emulate_nodes} and {link_rate} place")
     if nproc is None:
-        raise ConfigError(f"{given} place the local ranks of {{nproc}} N on emulated nodes: add {{nproc}} N "
+        raise ConfigError(f"{given} the local ranks of {{nproc}} N on emulated nodes: add {{nproc}} N "
                           "(with {emulate_nodes} M and {link_rate} RATE), or drop them")
     if nodes is None:
         raise ConfigError("{link_rate} needs {emulate_nodes} M, the number of emulated nodes "
@@ -134,7 +142,7 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     tool = _tool(args[0]) or args[0]
     result = subprocess.run([tool, *args[1:]], capture_output=True, text=True, timeout=60)
     if check and result.returncode != 0:
-        raise RuntimeError(f"emulated cluster: `{' '.join(args)}` failed: {result.stderr.strip() or result.returncode}")
+        raise RuntimeError(f"`{' '.join(args)}` failed: {' '.join(result.stderr.split()) or result.returncode}")
     return result
 
 
@@ -227,7 +235,10 @@ class EmulatedNode:
 
 class EmulatedCluster:
     """``nodes`` network namespaces joined by one bridge, every link shaped to ``rate_bits_per_s``
-    in both directions. A context manager: created on enter, removed on exit (see module doc)."""
+    in both directions. A context manager: created on enter, removed on exit (see module doc).
+
+    ``name_prefix`` (default ``csgd<pid>``) starts every namespace's name; only the default's
+    leftovers are swept once this process is gone."""
 
     def __init__(self, nodes: int, rate_bits_per_s: int, name_prefix: Optional[str] = None):
         if not 1 <= nodes <= _MAX_NODES:
@@ -248,13 +259,18 @@ class EmulatedCluster:
     def __enter__(self) -> "EmulatedCluster":
         check_available()
         sweep_stale()
-        self._previous_term = signal.getsignal(signal.SIGTERM)
-        if self._previous_term == signal.SIG_DFL:  # SIGTERM unwinds through __exit__, like Ctrl-C
-            signal.signal(signal.SIGTERM, _terminate)
+        if threading.current_thread() is threading.main_thread():  # only there can handlers change
+            self._previous_term = signal.getsignal(signal.SIGTERM)
+            if self._previous_term == signal.SIG_DFL:  # SIGTERM unwinds through __exit__, like Ctrl-C
+                signal.signal(signal.SIGTERM, _terminate)
         try:
             self._create()
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, RuntimeError):  # e.g. a kernel without veth, bridge or sch_htb
+                raise ConfigError(f"{{emulate_nodes}}: the emulated cluster could not be built: {exc} (it needs "
+                                  "veth, bridge and HTB (sch_htb) in the kernel, and CAP_NET_ADMIN and "
+                                  "CAP_SYS_ADMIN): run on such a machine, or drop {emulate_nodes}") from None
             raise
         return self
 
@@ -267,6 +283,9 @@ class EmulatedCluster:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             _delete(self._created)
+            left = sorted(set(self._created) & set(list_namespaces()))
+            if left:
+                log.warning("emulated cluster: could not remove %s: remove them with ip netns del", ", ".join(left))
             self._created = []
         finally:
             if self._previous_term is not None and signal.getsignal(signal.SIGTERM) is _terminate:

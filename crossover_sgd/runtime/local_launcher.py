@@ -3,7 +3,9 @@
 Every child gets the torchrun-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) plus ``CROSSOVER_SGD_LAUNCHER=local``.
 When one child fails, the others are stopped and the launcher exits with that child's code.
-SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child.
+SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child; at the second
+SIGINT/SIGTERM the children still running are killed (SIGKILL): a rank stuck in a collective
+cannot honour the first.
 
 With ``emulate_nodes=M`` and ``link_rate=R`` the ranks run on an emulated cluster
 (:mod:`crossover_sgd.runtime.emulation`): rank r inside node r // (N/M)'s network namespace, with
@@ -39,6 +41,7 @@ __all__ = ["launch_local", "strip_flag", "claim_error_channel", "report_line", "
 
 log = logging.getLogger(__name__)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 #: The exit code of bad input (ConfigError), here and in every rank.
 CONFIG_ERROR_EXIT = 2
 #: The exit code of a rank whose process group broke (a peer died or stopped answering).
@@ -144,20 +147,23 @@ def _launch(nproc: int, command: Sequence[str], grace_s: float, tolerate_lost: b
     children: List[subprocess.Popen] = []
     readers: List[int] = []
     try:
-        for rank in range(nproc):
-            read_end, write_end = os.pipe()
-            os.set_blocking(read_end, False)
-            readers.append(read_end)
-            env = _child_env(rank, nproc, port, cluster)
-            env[ERROR_FD_ENV] = str(write_end)
-            enter: Optional[Callable[[], None]] = None
-            if cluster is not None:
-                enter = cluster.nodes[rank // (nproc // len(cluster.nodes))].enter()
-            try:
-                children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,), preexec_fn=enter))
-            finally:
-                os.close(write_end)  # the child holds its own copy
-        return _supervise(children, readers, grace_s, tolerate_lost)
+        with _Forwarding(children) as forwarding:
+            for rank in range(nproc):
+                read_end, write_end = os.pipe()
+                os.set_blocking(read_end, False)
+                readers.append(read_end)
+                env = _child_env(rank, nproc, port, cluster)
+                env[ERROR_FD_ENV] = str(write_end)
+                enter: Optional[Callable[[], None]] = None
+                if cluster is not None:
+                    enter = cluster.nodes[rank // (nproc // len(cluster.nodes))].enter()
+                try:
+                    children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,),
+                                                     preexec_fn=enter))
+                finally:
+                    os.close(write_end)  # the child holds its own copy
+                forwarding.started(children[-1])
+            return _supervise(children, readers, grace_s, tolerate_lost)
     finally:
         _stop(children, grace_s)
         for fd in readers:
@@ -177,53 +183,80 @@ def _drain(readers: Sequence[int], received: Dict[int, bytes]) -> None:
             received[rank] = received.get(rank, b"") + chunk
 
 
+class _Forwarding:
+    """While active, SIGINT/SIGTERM/SIGUSR1 go to every child: those started already and, replayed,
+    those started later (a signal during the start is not lost). At the second SIGINT/SIGTERM the
+    children are killed instead: a rank stuck in a collective (a lost peer, a cut link) cannot
+    honour the first."""
+
+    def __init__(self, children: Sequence[subprocess.Popen]):
+        self.children = children
+        self.sent: List[int] = []
+        self._previous: Dict[int, object] = {}
+
+    def __enter__(self) -> "_Forwarding":
+        self._previous = {sig: signal.getsignal(sig) for sig in _FORWARDED}
+        for sig in _FORWARDED:
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        interrupted = signum in _INTERRUPTS and any(sent in _INTERRUPTS for sent in self.sent)
+        if interrupted:
+            print("crossover-sgd: interrupted again: killing the ranks", file=sys.stderr, flush=True)
+        self.sent.append(signal.SIGKILL if interrupted else signum)
+        for child in self.children:
+            self._send(child, self.sent[-1])
+
+    def started(self, child: subprocess.Popen) -> None:
+        """Send ``child`` (just started) the signals the others got before it existed."""
+        for signum in self.sent:
+            self._send(child, signum)
+
+    @staticmethod
+    def _send(child: subprocess.Popen, signum: int) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+
 def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], grace_s: float,
                tolerate_lost: bool = False) -> int:
-    previous = {sig: signal.getsignal(sig) for sig in _FORWARDED}
-
-    def forward(signum, _frame):
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
     failed: Optional[tuple] = None
     stopped = announced = False
     settle_until = 0.0
     received: Dict[int, bytes] = {}
     lost: Dict[int, int] = {}  # tolerated: rank -> its death's code
-    try:
-        while True:
-            codes = [c.poll() for c in children]
-            _drain(readers, received)
-            if tolerate_lost:
-                for rank, code in enumerate(codes):
-                    if code is not None and code < 0 and rank not in lost:
-                        lost[rank] = code
-                        print(f"crossover-sgd: rank {rank} exited with code {code}; the other ranks go on without "
-                              f"it (--swap_timeout)", file=sys.stderr, flush=True)
-            bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0) and r not in lost]
-            if bad and failed is None:
-                failed = bad[0]
-                if failed[1] in _REPORTED:  # bad input or a lost peer: the rank's own line says it all
-                    settle_until = time.monotonic() + _SETTLE_S
-                else:  # a rank died without a line (a signal): the launcher says it, and the lines of
-                    _announce(failed)  # the ranks it stops (who then find their peer gone) say no more
-                    _stop(children, grace_s)
-                    stopped = announced = True
-            # stop the rest once the lowest rank that may report has (ranks that find the same error
-            # exit by themselves), or after the settle time (ranks waiting for the failed one)
-            reported = received and all(codes[r] is not None for r in range(min(received)))
-            if failed is not None and not stopped and (reported or time.monotonic() >= settle_until):
-                _stop(children, grace_s)  # e.g. ranks still waiting for the failed one at the rendezvous
-                stopped = True
-            if all(code is not None for code in codes):
-                break
-            time.sleep(0.05)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    while True:
+        codes = [c.poll() for c in children]
+        _drain(readers, received)
+        if tolerate_lost:
+            for rank, code in enumerate(codes):
+                if code is not None and code < 0 and rank not in lost:
+                    lost[rank] = code
+                    print(f"crossover-sgd: rank {rank} exited with code {code}; the other ranks go on without "
+                          f"it (--swap_timeout)", file=sys.stderr, flush=True)
+        bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0) and r not in lost]
+        if bad and failed is None:
+            failed = bad[0]
+            if failed[1] in _REPORTED:  # bad input or a lost peer: the rank's own line says it all
+                settle_until = time.monotonic() + _SETTLE_S
+            else:  # a rank died without a line (a signal): the launcher says it, and the lines of
+                _announce(failed)  # the ranks it stops (who then find their peer gone) say no more
+                _stop(children, grace_s)
+                stopped = announced = True
+        # stop the rest once the lowest rank that may report has (ranks that find the same error
+        # exit by themselves), or after the settle time (ranks waiting for the failed one)
+        reported = received and all(codes[r] is not None for r in range(min(received)))
+        if failed is not None and not stopped and (reported or time.monotonic() >= settle_until):
+            _stop(children, grace_s)  # e.g. ranks still waiting for the failed one at the rendezvous
+            stopped = True
+        if all(code is not None for code in codes):
+            break
+        time.sleep(0.05)
     _drain(readers, received)
     reports = {r: _parse_report(received[r]) for r in sorted(received) if received[r].strip()}
     if reports and not announced:  # found alike by several ranks: said once; a rank's own bad input first

@@ -1,18 +1,20 @@
 """``crossover-sgd netcheck``: the throughput each node's link actually gets, measured with
-torch.distributed (Gloo) send/recv of CPU tensors, against the set rate.
+torch.distributed (Gloo) send/recv of CPU tensors, against the set rate (docs/emulation.md).
 
 Two phases, each with every node at once:
 
 - ``link`` (two nodes or more): the first rank of node i sends to the first rank of node i+1 (mod
   M) while it receives from node i-1's, so every link carries one stream each way. A node's figure
   is what it received: the rate of its downlink and of node i-1's uplink.
-- ``local`` (nodes of two ranks or more; without emulation, loopback): rank 0 and rank 1 of every
+- ``local`` (nodes of two ranks or more; without emulation, loopback): the first two ranks of every
   node exchange the same way, within the node (no shaping there).
 
 A stream is ``--mbytes`` megabytes (default: 2 seconds at the set rate, or 256 MB) sent as
-:data:`CHUNK` -byte messages; the figure counts the payload from the first message's arrival to the
-last's, so the connection's start and the shaper's initial burst are left out. The set rate is the
-rate of Ethernet frames (headers included, like a NIC's), so TCP payload reaches about 95 % of it.
+messages of up to :data:`CHUNK` bytes (at least 8). The figure is the payload rate from the median
+gap between two arrivals (robust to a rank briefly without a core on a loaded machine); the mean
+from the first arrival to the last is reported beside it. Both leave out the connection's start
+and the shaper's initial burst. The set rate is the rate of Ethernet frames (headers included,
+like a NIC's), so TCP payload reaches about 95 % of it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
+import statistics
 import time
 from argparse import Namespace
 from typing import Dict, List, Optional, Sequence
@@ -36,9 +38,9 @@ from crossover_sgd.runtime.local_launcher import EMULATED_NODES_ENV, LINK_RATE_E
 from crossover_sgd.runtime.process_group import init_distributed, shutdown
 from crossover_sgd.runtime.report import check_json
 
-__all__ = ["run_netcheck", "check_mbytes", "CHUNK"]
+__all__ = ["run_netcheck", "check_args", "CHUNK"]
 
-#: The size of one message of a stream (bytes).
+#: The largest message of a stream (bytes).
 CHUNK = 4 * 2 ** 20
 _DEPTH = 4  # receives posted ahead (Gloo stops reading a pair that has no receive posted)
 _MIN_CHUNK = 64 * 1024
@@ -47,14 +49,17 @@ _DEFAULT_SECONDS = 2.0
 _LOOPBACK_MBYTES = 256.0
 
 
-def check_mbytes(mbytes: Optional[float]) -> None:
-    """``--mbytes`` must be a finite number > 0 (None: the default)."""
-    if mbytes is not None and not (math.isfinite(mbytes) and mbytes > 0):
-        raise ConfigError(f"{{mbytes}} {mbytes:g} is invalid: use a finite number of megabytes > 0 "
+def check_args(args: Namespace) -> None:
+    """``--mbytes`` (None: the default) and ``--timeout`` must be finite numbers > 0."""
+    if args.mbytes is not None and not (math.isfinite(args.mbytes) and args.mbytes > 0):
+        raise ConfigError(f"{{mbytes}} {args.mbytes:g} is invalid: use a finite number of megabytes > 0 "
                           "(the size of each measured stream)")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"{{timeout}} {args.timeout:g} is invalid: use a number of seconds > 0")
 
 
 def _stream_bytes(mbytes: Optional[float], rate: Optional[int]) -> int:
+    """The bytes of one stream: ``mbytes`` megabytes, or 2 seconds at ``rate``, or 256 MB."""
     if mbytes is None:
         mbytes = rate * _DEFAULT_SECONDS / 8 / 1e6 if rate else _LOOPBACK_MBYTES
     return max(_MIN_MESSAGES * _MIN_CHUNK, int(mbytes * 1e6))
@@ -84,8 +89,7 @@ def _stream(send_to: int, recv_from: int, total: int) -> Dict[str, float]:
     for request in sends:
         request.wait()
     seconds = arrivals[-1] - arrivals[0]
-    gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:]))
-    median = gaps[len(gaps) // 2] if len(gaps) % 2 else (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
+    median = statistics.median(b - a for a, b in zip(arrivals, arrivals[1:]))
     return {"mbytes": (count - 1) * chunk / 1e6, "seconds": seconds, "message_bytes": chunk,
             "measured_mbit_s": chunk * 8 / median / 1e6 if median > 0 else float("inf"),
             "mean_mbit_s": (count - 1) * chunk * 8 / seconds / 1e6 if seconds > 0 else float("inf")}
@@ -121,7 +125,8 @@ def _table(report: Dict[str, object]) -> str:
         ratio = f"{row['ratio']:.3f}" if row["ratio"] is not None else "-"
         source = f"n{row['from_node']}/r{row['from_rank']}"
         lines.append(f"{row['phase']:<6} {row['node']:>4} {row['rank']:>4} {source:>9} {row['mbytes']:>8.1f} "
-                     f"{row['seconds']:>7.3f} {row['measured_mbit_s']:>9.1f} {row['mean_mbit_s']:>9.1f} {set_mbit:>7} {ratio:>6}")
+                     f"{row['seconds']:>7.3f} {row['measured_mbit_s']:>9.1f} {row['mean_mbit_s']:>9.1f} "
+                     f"{set_mbit:>7} {ratio:>6}")
     return "\n".join(lines)
 
 
@@ -130,7 +135,7 @@ def run_netcheck(args: Namespace) -> Dict[str, object]:
     one JSON line; also write it to ``--json``."""
     info = detect_launch()
     check_json(args.json, info.rank)
-    check_mbytes(args.mbytes)
+    check_args(args)
     if info.world_size < 2:
         raise ConfigError("netcheck measures between ranks: start 2 or more (e.g. {nproc} 2, or under srun, "
                           "torchrun or mpirun)")
@@ -150,11 +155,11 @@ def run_netcheck(args: Namespace) -> Dict[str, object]:
             rows += _phase("local", local, node_of, min(total, int(_LOOPBACK_MBYTES * 1e6)), None)
         gathered: List[List[dict]] = [[] for _ in range(ctx.world_size)]
         dist.all_gather_object(gathered, rows)
+        every = sorted((row for part in gathered for row in part), key=lambda r: (r["phase"], r["node"], r["rank"]))
         report: Dict[str, object] = {
             "nproc": ctx.world_size, "nodes": len(nodes),
             "emulated": bool(os.environ.get(EMULATED_NODES_ENV)), "link_rate_bits_per_s": rate,
-            "link_rate": format_rate(rate) if rate else None, "mode": "all nodes at once",
-            "rows": sorted((row for part in gathered for row in part), key=lambda r: (r["phase"], r["node"]))}
+            "link_rate": format_rate(rate) if rate else None, "mode": "all nodes at once", "rows": every}
         if ctx.is_main:
             print(_table(report), flush=True)
             print(json.dumps(report, sort_keys=True), flush=True)

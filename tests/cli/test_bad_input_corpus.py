@@ -371,6 +371,7 @@ CASES: List[Case] = [
     train("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "1tbit", words=("--link-rate '1tbit' is out of range",)),
     netcheck("--mbytes", "0", words=("--mbytes 0", "> 0")),
     netcheck("--nproc", "2", "--mbytes", "nan", words=("--mbytes nan", "> 0")),
+    netcheck("--nproc", "2", "--timeout", "0", words=("--timeout 0", "seconds > 0")),
     netcheck(words=("netcheck measures between ranks", "--nproc 2")),
     netcheck("--nproc", "2", "--link-rate", "10g", words=("--link-rate needs --emulate-nodes M",)),
     netcheck("--nproc", "2", "--emulate-nodes", "2", "--link-rate", "fast", words=("--link-rate 'fast'", "10g")),

@@ -5,9 +5,9 @@ root; elsewhere they skip with the reason, and under ``CI`` they fail instead). 
 that its cluster leaves nothing behind: no namespace of its launcher, and the host's own links and
 qdiscs as they were.
 
-Time (2 cores): the rate parser and the in-process launches take about a second; netcheck about
-10 s per rate, the training comparison about 20 s, the cut link about 35 s (the process-group
-timeout, then the lost-peer diagnosis).
+Time (2 busy cores, about 110 s in all): the parser, the layout and the launches of plain Python
+ranks a few seconds together; netcheck 11-15 s per rate; the training comparison (two 4-rank runs)
+about 30 s; the cut link 35-45 s (start, the process-group timeout, the lost-peer diagnosis).
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def can_emulate() -> None:
 
 
 def _ip(*args: str) -> str:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=True).stdout
+    """The output of ``ip``/``tc`` ARGS (found where the cluster finds them: also in /usr/sbin)."""
+    tool = emulation._tool(args[0]) or args[0]
+    return subprocess.run([tool, *args[1:]], capture_output=True, text=True, timeout=30, check=True).stdout
 
 
 def host_network() -> Tuple[List[str], List[str]]:
@@ -132,9 +134,8 @@ def test_plan_places_ranks_on_nodes_and_refuses_bad_combinations():
 def test_without_root_or_iproute2_one_line_says_what_is_missing(monkeypatch, capsys, missing):
     from crossover_sgd import cli
 
-    if missing == "root":
-        monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    else:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000 if missing == "root" else 0)
+    if missing == "tools":
         monkeypatch.setattr(emulation, "_tool", lambda name: None)
     code = cli.main(["launch-info", "--nproc", "2", "--emulate-nodes", "2", "--link-rate", "1gbit"])
     lines = capsys.readouterr().err.splitlines()
@@ -160,7 +161,7 @@ def test_cluster_layout_shaping_cut_and_teardown():
             for shaped_ns, dev in ((ns, "eth0"), (cluster.switch, node.switch_port)):
                 classes = _ip("tc", "-n", shaped_ns, "class", "show", "dev", dev)
                 assert "htb 1:1" in classes and "rate 200Mbit" in classes, classes
-            assert f"master br0" in _ip("ip", "-n", cluster.switch, "link", "show", "dev", node.switch_port)
+            assert "master br0" in _ip("ip", "-n", cluster.switch, "link", "show", "dev", node.switch_port)
             # the ranks of one node reach each other through its loopback (not the shaped link)
             assert " dev lo " in _ip("ip", "-n", ns, "route", "get", node.address)
         assert " dev eth0 " in _ip("ip", "-n", cluster.nodes[0].namespace, "route", "get", cluster.nodes[1].address)
@@ -214,35 +215,61 @@ def test_failed_run_leaves_nothing_and_a_second_run_places_every_rank_on_its_nod
 _LAUNCHER = """
 import sys
 from crossover_sgd.runtime.local_launcher import launch_local
-sys.exit(launch_local(2, [sys.executable, "-c", "import time; time.sleep(120)"], grace_s=5, emulate_nodes=2,
-                      link_rate="1gbit"))
+rank = sys.argv[1]  # the ranks' program
+sys.exit(launch_local(2, [sys.executable, "-c", rank, *sys.argv[2:]], grace_s=5, emulate_nodes=2, link_rate="1gbit"))
+"""
+#: A rank that sleeps; ``stubborn``: it notes SIGINT and SIGTERM in DIR/<rank> and sleeps on (like
+#: a rank stuck in a collective: only the launcher's SIGKILL, at a second signal, ends it).
+_SLEEPER = """
+import os, signal, sys, time
+if sys.argv[1:2] == ["stubborn"]:
+    note = lambda signum, frame: open(os.path.join(sys.argv[2], os.environ["RANK"]), "a").write(f"{signum}\\n")
+    signal.signal(signal.SIGINT, note)
+    signal.signal(signal.SIGTERM, note)
+    open(os.path.join(sys.argv[2], "ready" + os.environ["RANK"]), "w").close()
+time.sleep(120)
 """
 
 
-def _start_sleeping_ranks(marker: str) -> subprocess.Popen:
+def _start_sleeping_ranks(marker: str, *args: str) -> subprocess.Popen:
     # no pipes: the ranks of a killed launcher would hold them open
-    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER], env=cpu_env(marker), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, _SLEEPER, *args], env=cpu_env(marker),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len([e for e in marked_processes(marker).values() if "RANK" in e]) == 2, "both ranks started",
              launcher, limit=60)
     return launcher
 
 
 @pytest.mark.usefixtures("can_emulate")
+@pytest.mark.parametrize("stubborn", [False, True], ids=["ranks-stop", "ranks-stuck"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_to_the_launcher_removes_the_cluster(signum):
+def test_signal_to_the_launcher_removes_the_cluster(tmp_path, signum, stubborn):
+    """The launcher forwards the signal; ranks that ignore it (stuck) are killed at the second
+    one; then the cluster is gone."""
     marker, before = uuid.uuid4().hex, host_network()
-    launcher = _start_sleeping_ranks(marker)
+    launcher = _start_sleeping_ranks(marker, *(["stubborn", str(tmp_path)] if stubborn else []))
     try:
         assert len(leftovers(launcher.pid)) == 3
+        if stubborn:
+            wait_for(lambda: all((tmp_path / f"ready{rank}").exists() for rank in range(2)), "handlers installed",
+                     launcher, limit=30)
         launcher.send_signal(signum)
+        if stubborn:
+            wait_for(lambda: all((tmp_path / str(rank)).exists() for rank in range(2)), "the signal forwarded",
+                     launcher, limit=30)
+            assert launcher.poll() is None
+            launcher.send_signal(signum)
         code = launcher.wait(timeout=30)
     finally:
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
         left = kill_marked(marker)
-    assert code != 0
+    # a rank killed by the signal: 128 + its number; by SIGKILL: 137; a Python rank's KeyboardInterrupt: 1
+    expected = {128 + signal.SIGKILL} if stubborn else {128 + signum} | ({1} if signum == signal.SIGINT else set())
+    assert code in expected
+    if stubborn:
+        assert {(tmp_path / str(rank)).read_text() for rank in range(2)} == {f"{int(signum)}\n"}
     assert left == {}
     assert leftovers(launcher.pid) == [] and host_network() == before
 
