@@ -9,6 +9,11 @@ Each benchmark script runs in one of two roles:
   it joins the process group (:func:`join_process_group`), runs the measurements in lockstep with
   the other ranks, and rank 0 gathers the samples (:func:`max_over_ranks`).
 
+On an emulated cluster (``--emulate-nodes M --link-rate RATE``, root only; docs/emulation.md) the
+parent starts the ranks of each world size on M network namespaces joined by links of RATE
+(:func:`emulation_plans`, :func:`launch_ranks`); rank 0's JSON and the printed table then say so
+(``machine.emulated_cluster``), and :func:`link_traffic` reads what a node's link carried.
+
 Timing: every sample is one *window* of work started right after a barrier; its duration is the
 maximum over ranks (the time until the slowest rank is done). Cases whose ratio is reported are
 measured in alternating windows, in an order that rotates (:func:`interleave`), so that drifts in
@@ -28,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
@@ -69,7 +74,19 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
                         help="seconds one launch of the ranks may take before it is stopped")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(RESULT_FLAG, dest="rank_result", default=None, help=argparse.SUPPRESS)
+    add_emulation_flags(parser)
     return parser
+
+
+def add_emulation_flags(parser: argparse.ArgumentParser) -> None:
+    """``--emulate-nodes`` and ``--link-rate``: the ranks the parent starts run on an emulated
+    cluster (checked by :func:`emulation_plans` when the parent launches)."""
+    group = parser.add_argument_group("emulated cluster (root only, docs/emulation.md)")
+    group.add_argument("--emulate-nodes", type=int, nargs="+", default=None, metavar="M",
+                       help="run the ranks on M emulated nodes (network namespaces, N/M ranks each): one M for "
+                            "every --nprocs, or one per --nprocs value (e.g. --nprocs 4 8 16 --emulate-nodes 2 4 8)")
+    group.add_argument("--link-rate", default=None, metavar="RATE",
+                       help="with --emulate-nodes: every node's link rate, both ways (e.g. 200mbit, 1gbit)")
 
 
 def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -99,6 +116,8 @@ def machine_info(device: str = "cpu") -> Dict[str, Any]:
         info["torchvision"] = torchvision.__version__
     except ImportError:  # pragma: no cover - torchvision is a dependency
         pass
+    if _EMULATION:
+        info["emulated_cluster"] = [dict(cluster) for cluster in _EMULATION]
     if device == "cuda" and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(0)
         info["device_count"] = torch.cuda.device_count()
@@ -112,11 +131,100 @@ def under_external_launcher() -> bool:
     return detect_launch().launcher != "single"
 
 
+# --------------------------------------------------------------------------------------- emulated cluster
+#: The emulated cluster of the ranks this parent starts, per world size (set by :func:`run_or_launch`;
+#: reported by :func:`machine_info` and :func:`report`).
+_EMULATION: List[Dict[str, Any]] = []
+
+
+def emulation_plans(args: argparse.Namespace) -> List[Any]:
+    """Per world size of ``args.nprocs``, its checked :class:`~crossover_sgd.runtime.emulation.EmulationPlan`
+    (None each: no emulated cluster), from ``--emulate-nodes``/``--link-rate`` and ``args.nprocs``; ConfigError
+    (one line) for a bad value or combination, or a machine that cannot build the cluster."""
+    from crossover_sgd.errors import ConfigError
+    from crossover_sgd.runtime.emulation import check_available, plan_emulation
+
+    nodes, rate = getattr(args, "emulate_nodes", None), getattr(args, "link_rate", None)
+    nprocs = list(getattr(args, "nprocs", []))
+    if nodes is None and rate is None:
+        return [None] * len(nprocs)
+    if nodes is not None and len(nodes) not in (1, len(nprocs)):
+        raise ConfigError(f"{{emulate_nodes}} gives {len(nodes)} values for {len(nprocs)} world sizes "
+                          f"({{nproc}} {' '.join(map(str, nprocs))}): give one M for all, or one per world size")
+    per_n = nodes * len(nprocs) if nodes is not None and len(nodes) == 1 else nodes or [None] * len(nprocs)
+    plans = [plan_emulation(n, m, rate) for n, m in zip(nprocs, per_n)]
+    check_available()
+    return plans
+
+
+def emulation_error(script: Path, exc: Exception) -> "NoReturn":
+    """Exit 2 with one line, like argparse's ``parser.error`` (without the usage)."""
+    text = exc.render({"nproc": "--nprocs"}) if hasattr(exc, "render") else str(exc)
+    print(f"{script.name}: error: {text}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def emulated_node_size() -> Optional[int]:
+    """In a rank on an emulated cluster: the ranks per node (None elsewhere)."""
+    if os.environ.get("CROSSOVER_SGD_EMULATED_NODES") is None:
+        return None
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _link_counters() -> Optional[Tuple[int, int]]:
+    """(bytes sent, bytes received) so far on this node's link (its interface in the namespace;
+    frames with their headers), or None when this rank is not on an emulated cluster."""
+    if os.environ.get("CROSSOVER_SGD_EMULATED_NODES") is None:
+        return None
+    interface = os.environ.get("GLOO_SOCKET_IFNAME", "eth0")
+    try:  # /proc/self/net/dev: the counters of this process's namespace (/sys/class/net is the mounter's)
+        for line in Path("/proc/self/net/dev").read_text().splitlines()[2:]:
+            name, _, fields = line.partition(":")
+            if name.strip() == interface:
+                values = fields.split()
+                return int(values[8]), int(values[0])  # transmitted bytes, received bytes
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def link_traffic(work: Callable[[], None], device: torch.device, rounds: int = 1) -> Optional[Dict[str, float]]:
+    """Run ``work()`` ``rounds`` times (collective) and return what the busiest node's link carried
+    per call, sent and received (bytes of Ethernet frames, headers included: the ~5 % over the
+    payload), from the interface's counters; None when the ranks are not on an emulated cluster."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+    before = _link_counters()
+    for _ in range(rounds):
+        work()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()  # the other ranks of this node have sent their part too
+    after = _link_counters()
+    found = max_over_ranks([0.0 if before is None or after is None else 1.0], device)[0]
+    if not found:
+        return None
+    sent, recv = (0.0, 0.0) if before is None or after is None else (after[0] - before[0], after[1] - before[1])
+    sent, recv = max_over_ranks([sent / rounds, recv / rounds], device)
+    return {"link_bytes_sent": sent, "link_bytes_recv": recv}
+
+
+def emulated_rate() -> Optional[int]:
+    """In a rank on an emulated cluster: every link's rate in bits per second (None elsewhere)."""
+    text = os.environ.get("CROSSOVER_SGD_LINK_RATE")
+    return int(text) if text else None
+
+
 # --------------------------------------------------------------------------------------- ranks
 def launch_ranks(script: Path, nproc: int, rank_args: Sequence[str], threads: int = 1,
-                 timeout: float = 900.0) -> Dict[str, Any]:
-    """Run ``script`` as ``nproc`` local ranks (``OMP_NUM_THREADS=threads``); return rank 0's result."""
+                 timeout: float = 900.0, emulate_nodes: Optional[int] = None,
+                 link_rate: Optional[int] = None) -> Dict[str, Any]:
+    """Run ``script`` as ``nproc`` local ranks (``OMP_NUM_THREADS=threads``); return rank 0's result.
+    With ``emulate_nodes`` and ``link_rate`` (bits/s): on that emulated cluster."""
+    import functools
+
     from crossover_sgd.runtime.local_launcher import launch_local
+
+    launch = functools.partial(launch_local, emulate_nodes=emulate_nodes, link_rate=link_rate)
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_path = Path(tmp) / "rank0.json"
@@ -124,7 +232,7 @@ def launch_ranks(script: Path, nproc: int, rank_args: Sequence[str], threads: in
         saved = os.environ.get("OMP_NUM_THREADS")
         os.environ["OMP_NUM_THREADS"] = str(threads)
         try:
-            code = _launch_with_timeout(launch_local, nproc, command, timeout)
+            code = _launch_with_timeout(launch, nproc, command, timeout)
         finally:
             if saved is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
@@ -272,6 +380,9 @@ class Case:
             per_node = opts.get("ranks_per_node", 2)
             if world_size % per_node or world_size // per_node < 2:
                 return f"needs 2 or more nodes of {per_node} ranks"
+            emulated = emulated_node_size()
+            if emulated is not None and emulated != per_node:
+                return f"needs nodes of {per_node} ranks; the emulated nodes hold {emulated}"
         return None
 
     def config(self, world_size: int, **extra: Any) -> TrainConfig:
@@ -295,6 +406,7 @@ CASES: Dict[str, Case] = {case.label: case for case in (
     Case("crossover-fine", {"algorithm": "crossover", "chromosome": "fine"}),
     Case("crossover-overlap", {"algorithm": "crossover", "chromosome": "fine", "gossip_overlap": True}),
     Case("hierarchical-2", {"algorithm": "hierarchical-crossover", "chromosome": "fine", "ranks_per_node": 2}),
+    Case("hierarchical-4", {"algorithm": "hierarchical-crossover", "chromosome": "fine", "ranks_per_node": 4}),
 )}
 
 
@@ -497,6 +609,9 @@ def report(header: str, columns: Sequence[Column], rows: Sequence[Mapping[str, A
            goal_columns: Sequence[Column], result: Mapping[str, Any], json_path: Optional[Path]) -> None:
     """Print a benchmark's table and its goals table, and write its JSON."""
     print(header)
+    for cluster in result.get("machine", {}).get("emulated_cluster", []):
+        print(f"emulated cluster: {cluster['nproc']} ranks on {cluster['nodes']} nodes of {cluster['ranks_per_node']}, "
+              f"every node's link {cluster['link_rate']} each way")
     print(format_table(columns, rows))
     if result["goals"]:
         print()
@@ -510,11 +625,31 @@ def run_or_launch(script: Path, args: argparse.Namespace, run_rank: Callable[[ar
     """Inside a launched rank: run it. Otherwise: launch ``args.nprocs`` ranks of ``script`` per
     world size and report what they measured."""
     setup_logging(args.log_level)
+    from crossover_sgd.errors import ConfigError
+    from crossover_sgd.runtime.emulation import format_rate
+
     if args.rank_result is not None or under_external_launcher():
+        if args.rank_result is None and (args.emulate_nodes is not None or args.link_rate is not None):
+            emulation_error(script, ConfigError("{emulate_nodes} places the ranks this script starts itself, but "
+                                                "this process was started by a launcher: drop {emulate_nodes} "
+                                                "and {link_rate}"))
         run_rank(args)
         return None
+    try:
+        plans = emulation_plans(args)
+    except ConfigError as exc:
+        emulation_error(script, exc)
+    _EMULATION.clear()
     parts = []
-    for n in args.nprocs:
-        log.info("starting %d rank(s), %d thread(s) each", n, threads)
-        parts.append(launch_ranks(script, n, rank_argv, threads=threads, timeout=args.timeout))
+    for n, plan in zip(args.nprocs, plans):
+        if plan is None:
+            log.info("starting %d rank(s), %d thread(s) each", n, threads)
+            parts.append(launch_ranks(script, n, rank_argv, threads=threads, timeout=args.timeout))
+            continue
+        _EMULATION.append({"nproc": n, "nodes": plan.nodes, "ranks_per_node": plan.ranks_per_node,
+                           "link_rate": format_rate(plan.rate_bits_per_s), "link_rate_bits_per_s": plan.rate_bits_per_s})
+        log.info("starting %d rank(s), %d thread(s) each, on %d emulated nodes, links of %s", n, threads,
+                 plan.nodes, format_rate(plan.rate_bits_per_s))
+        parts.append(launch_ranks(script, n, rank_argv, threads=threads, timeout=args.timeout,
+                                  emulate_nodes=plan.nodes, link_rate=plan.rate_bits_per_s))
     return report(parts, args)

@@ -201,7 +201,7 @@ def assert_image(path, min_bytes: int = 20_000) -> None:
 @pytest.fixture
 def ps_run(shared_run):
     """A real LOSP run shared with the parameter-server tests: one server shard (rank 0) and four
-    workers, 15 epochs of digits, the server's model evaluated every 10 rounds (and at the end)."""
+    workers, 10 epochs of digits, the server's model evaluated every 10 rounds (and at the end)."""
     return shared_run("ps-losp-4w1s")
 
 

@@ -27,9 +27,11 @@ A neighbour is *lost* when its connection closes (at once), or when it has been 
 ``timeout_s`` seconds *and* its heartbeat (``liveness``: seconds since the neighbour's heartbeat
 last advanced, from the rendezvous store) is as old: a neighbour that is alive but itself waiting
 for a lost node is waited for (otherwise one frozen node would make its neighbours drop each
-other in a cascade). Without a heartbeat (the store's host is the lost node) silence alone
-decides; and no synchronous wait exceeds ``bound_s`` (the process-group timeout, by default
-``3 * timeout_s``) even for a live neighbour. Gloo's point-to-point requests
+other in a cascade). Without a heartbeat (the store's host is the lost node, or the store does
+not answer: ``liveness`` returns None within its bound) silence alone decides; and no synchronous
+wait exceeds ``bound_s`` (the process-group timeout, by default ``3 * timeout_s``) even for a
+live neighbour. (A rank cut off from the store by a partition ends by itself: its heartbeat's
+watchdog, :mod:`crossover_sgd.runtime.watchdog`.) Gloo's point-to-point requests
 report completion only from ``wait()`` (``is_completed()`` stays False until then), and a
 ``wait(timeout)`` that expires closes the edge's pair even if the neighbour is alive; so each
 edge has two waiter threads (sends, receives) that call ``wait()`` without a deadline and set an

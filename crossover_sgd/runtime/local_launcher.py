@@ -17,9 +17,16 @@ ranks have ended (also after a failure, Ctrl-C or SIGTERM).
 Bad input and lost peers found inside the ranks are reported once: each child gets the write end
 of a pipe (its number in ``CROSSOVER_SGD_ERROR_FD``) and writes its one-line error there instead
 of on stderr (:func:`report_line`). The launcher prints the lowest rank's line, once, after the
-ranks ended, and exits with that rank's code (2: bad input, 3: a lost peer) without a line of its
-own. Any other failure (a crash, a signal) is announced with ``rank R exited with code C;
-stopping the other ranks``.
+ranks ended, and exits with that rank's code (2: bad input, 3: a lost peer, 4: the rank was cut
+off from the rendezvous store) without a line of its own. Any other failure (a crash, a signal)
+is announced with ``rank R exited with code C; stopping the other ranks``.
+
+With ``tolerate_lost`` (a peer-to-peer run with ``--swap_timeout``) the ranks go on without a
+rank that is killed, or that ends because it was cut off from the rendezvous store (code 4: a
+network partition; the store lives in rank 0, so the side that still reaches it is the job): such
+a rank is announced at once (its own line, or ``rank R exited with code C``, followed by ``the
+other ranks go on without it (--swap_timeout)``), and the job's exit code is that of the other
+ranks: 0 when every one of them finished.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from crossover_sgd.runtime.emulation import EmulatedCluster, plan_emulation
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV, free_port
 
 __all__ = ["launch_local", "strip_flag", "claim_error_channel", "report_line", "CONFIG_ERROR_EXIT",
-           "PEER_FAILURE_EXIT", "ERROR_FD_ENV", "EMULATED_NODES_ENV", "LINK_RATE_ENV"]
+           "PEER_FAILURE_EXIT", "STORE_LOST_EXIT", "ERROR_FD_ENV", "EMULATED_NODES_ENV", "LINK_RATE_ENV"]
 
 log = logging.getLogger(__name__)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
@@ -46,8 +53,11 @@ _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 CONFIG_ERROR_EXIT = 2
 #: The exit code of a rank whose process group broke (a peer died or stopped answering).
 PEER_FAILURE_EXIT = 3
+#: The exit code of a rank cut off from the rendezvous store (no answer for longer than its timeout:
+#: a network partition, or the store's host froze; :mod:`crossover_sgd.runtime.watchdog`).
+STORE_LOST_EXIT = 4
 #: Exit codes whose rank reports its own line (through the pipe, under this launcher).
-_REPORTED = (CONFIG_ERROR_EXIT, PEER_FAILURE_EXIT)
+_REPORTED = (CONFIG_ERROR_EXIT, PEER_FAILURE_EXIT, STORE_LOST_EXIT)
 #: The variable naming a rank's end of its error pipe (set by the launcher, read once by the rank).
 ERROR_FD_ENV = "CROSSOVER_SGD_ERROR_FD"
 #: After a rank exited with CONFIG_ERROR_EXIT without a line in its pipe, how long the launcher
@@ -129,8 +139,9 @@ def launch_local(nproc: int, command: Sequence[str], grace_s: float = 10.0, tole
     """Run ``command`` as ``nproc`` ranks; return 0 if all succeed, else the first failure's code.
 
     ``tolerate_lost``: the ranks go on without a peer that dies (a peer-to-peer run with
-    ``--swap_timeout``): a rank killed by a signal is announced, the others are left to finish,
-    and the job succeeds if every other rank does.
+    ``--swap_timeout``): a rank killed by a signal, or cut off from the rendezvous store (exit
+    code :data:`STORE_LOST_EXIT`), is announced, the others are left to finish, and the job
+    succeeds if every other rank does.
 
     ``emulate_nodes`` and ``link_rate`` (both or neither): the ranks run on that many emulated
     nodes joined by links of that rate (bits per second, or text like ``1gbit``; see module doc)."""
@@ -235,10 +246,12 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
         _drain(readers, received)
         if tolerate_lost:
             for rank, code in enumerate(codes):
-                if code is not None and code < 0 and rank not in lost:
+                if code is not None and (code < 0 or code == STORE_LOST_EXIT) and rank not in lost:
                     lost[rank] = code
-                    print(f"crossover-sgd: rank {rank} exited with code {code}; the other ranks go on without "
-                          f"it (--swap_timeout)", file=sys.stderr, flush=True)
+                    line = received.pop(rank, b"")
+                    said = _parse_report(line)[1] if code == STORE_LOST_EXIT and line.strip() else \
+                        f"crossover-sgd: rank {rank} exited with code {code}"
+                    print(f"{said}; the other ranks go on without it (--swap_timeout)", file=sys.stderr, flush=True)
         bad = [(r, code) for r, code in enumerate(codes) if code not in (None, 0) and r not in lost]
         if bad and failed is None:
             failed = bad[0]
@@ -258,10 +271,13 @@ def _supervise(children: Sequence[subprocess.Popen], readers: Sequence[int], gra
             break
         time.sleep(0.05)
     _drain(readers, received)
-    reports = {r: _parse_report(received[r]) for r in sorted(received) if received[r].strip()}
+    reports = {r: _parse_report(received[r]) for r in sorted(received) if received[r].strip() and r not in lost}
     if reports and not announced:  # found alike by several ranks: said once; a rank's own bad input first
         first = (sorted(r for r, (code, _) in reports.items() if code == CONFIG_ERROR_EXIT) or sorted(reports))[0]
         print(reports[first][1], file=sys.stderr, flush=True)
+        if failed is not None and failed[1] in _REPORTED and reports[first][0] in _REPORTED:
+            failed = (first, reports[first][0])  # the code of the line printed (a rank cut off from the store
+            # may end, with code 4, before rank 0 names it among the lost peers, with code 3)
     elif failed is not None and failed[1] in _REPORTED:
         _announce(failed)
     if failed is not None:

@@ -30,7 +30,7 @@ from crossover_sgd.runtime.launch import LaunchInfo, detect_launch
 from crossover_sgd.runtime.local_launcher import PEER_FAILURE_EXIT, report_line
 from crossover_sgd.runtime.process_group import (TRAINER, DistContext, assign_roles, init_distributed,
                                                  logical_placement, select_backend, select_device, shutdown)
-from crossover_sgd.runtime.watchdog import Heartbeat
+from crossover_sgd.runtime.watchdog import Heartbeat, end_rank
 from crossover_sgd.training.checkpoint import load_checkpoint
 from crossover_sgd.training.data import build_datasets
 from crossover_sgd.training.evaluation import evaluator
@@ -121,15 +121,19 @@ def warn_ineffective_options(config: TrainConfig, flag_names: Dict[str, str]) ->
 
 def start_heartbeat(ctx: DistContext) -> Optional[Heartbeat]:
     """A heartbeat in the rendezvous store (multi-rank runs only). It serves the diagnosis of
-    a lost peer: if it cannot connect within the process-group timeout, the run goes on without."""
+    a lost peer: if it cannot connect within the process-group timeout, the run goes on without.
+    Its watchdog ends this rank (one line, exit code 4) when the store has not answered a beat
+    for the process-group timeout: cut off from the store, the rank cannot rendezvous with
+    anybody, and nothing else bounds its waits for the store (:mod:`~crossover_sgd.runtime.watchdog`)."""
     if ctx.world_size == 1:
         return None
     try:
-        return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
+        beat = Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
                          connect_timeout=ctx.timeout_s).start()
     except (dist.DistError, RuntimeError) as exc:
         log.warning("rank %d: no heartbeat (a lost peer will not be named): %s", ctx.rank, first_line(exc))
         return None
+    return beat.watch(ctx.timeout_s, end_rank(ctx.rank))
 
 
 def _run(config: TrainConfig, ctx: DistContext, data, resume_state, started: float,

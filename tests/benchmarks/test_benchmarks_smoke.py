@@ -62,6 +62,36 @@ def test_comm_quick(tmp_path):
     assert any("crossover-fine / raw" in g for g in goals) and any("2(n-1)/n" in g for g in goals)
 
 
+def test_emulated_cluster_flags(tmp_path):
+    """``--emulate-nodes``/``--link-rate`` (shared by every benchmark that starts its ranks): bad
+    values are refused with one line and exit code 2 before anything starts; as root, one quick
+    comm run on 2 emulated nodes says so in its JSON and reports what each node's link carried."""
+    from crossover_sgd.errors import ConfigError
+    from crossover_sgd.runtime.emulation import check_available
+
+    script = str(ROOT / "benchmarks" / "comm.py")
+    for argv, words in ((["--emulate-nodes", "3", "--link-rate", "1gbit"], "--emulate-nodes 3 is invalid with --nprocs 2"),
+                        (["--emulate-nodes", "2"], "needs --link-rate"),
+                        (["--emulate-nodes", "2", "--link-rate", "fast"], "'fast' is not a rate"),
+                        (["--emulate-nodes", "1", "2", "--link-rate", "1gbit"], "2 values for 1 world sizes")):
+        result = run([sys.executable, script, "--quick", *argv], timeout=120)
+        assert result.returncode == 2 and words in result.stderr.splitlines()[-1], (argv, result.stderr)
+    try:
+        check_available()
+    except ConfigError as exc:  # not root, or no ip/tc: refused with the line that says what is missing
+        result = run([sys.executable, script, "--quick", "--emulate-nodes", "2", "--link-rate", "1gbit"], timeout=120)
+        assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"comm.py: error: {exc}"
+        return
+    data = run_benchmark("comm", tmp_path, "--emulate-nodes", "2", "--link-rate", "1gbit", "--cases", "crossover-fine")
+    assert data["machine"]["emulated_cluster"] == [{"nproc": 2, "nodes": 2, "ranks_per_node": 1, "link_rate": "1gbit",
+                                                    "link_rate_bits_per_s": 10 ** 9}]
+    (row,) = measured(data["rows"])
+    assert row["ranks_per_node"] == 1 and row["raw_messages"] >= 1 and row["seconds"] > 0
+    for key in ("link_bytes_sent", "link_bytes_recv", "raw_link_bytes_sent"):  # every byte crosses the link
+        assert row[key] >= row["payload_bytes"], key
+    assert [g["goal"] for g in data["goals"]][0].startswith("crossover-fine / raw <= 1.1")
+
+
 def test_overlap_quick(tmp_path):
     data = run_benchmark("overlap", tmp_path)
     rows = measured(data["rows"])

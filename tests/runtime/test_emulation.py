@@ -5,13 +5,15 @@ root; elsewhere they skip with the reason, and under ``CI`` they fail instead). 
 that its cluster leaves nothing behind: no namespace of its launcher, and the host's own links and
 qdiscs as they were.
 
-Time (2 busy cores, about 110 s in all): the parser, the layout and the launches of plain Python
+Time (2 busy cores, about 150 s in all): the parser, the layout and the launches of plain Python
 ranks a few seconds together; netcheck 11-15 s per rate; the training comparison (two 4-rank runs)
-about 30 s; the cut link 35-45 s (start, the process-group timeout, the lost-peer diagnosis).
+about 30 s; the cut link 35-45 s (start, the process-group timeout, the lost-peer diagnosis); the
+cut link of a peer-to-peer run 33-36 s (start, the swap timeout, the store's side finishing).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -414,4 +416,91 @@ def test_a_cut_link_ends_a_lockstep_run_naming_the_unreachable_peers(tmp_path):
                                 "no heartbeat"), errors[0]
     assert "cut off from the network" in errors[0]
     assert timeout - 1 <= took < timeout + 40, took
+    assert leftovers(proc.pid) == [] and host_network() == before
+
+
+class _Lines:
+    """The lines a process writes to a pipe, each with the moment it arrived, read by a thread;
+    ``wait(condition)`` waits (bounded) on an event set at every line."""
+
+    def __init__(self, pipe):
+        import threading
+
+        self.lines: List[Tuple[float, str]] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            with self._changed:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self._changed.notify_all()
+
+    def wait(self, condition, limit: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: condition(self.lines), timeout=limit)
+
+    def text(self, ended: bool = False) -> str:
+        """What arrived so far (``ended``: the process ended; wait for the last lines)."""
+        if ended:
+            self._thread.join(timeout=30)
+        with self._changed:
+            return "\n".join(line for _, line in self.lines)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("can_emulate")
+def test_a_cut_link_in_a_p2p_run_with_swap_timeout_drops_the_cut_side_which_ends(tmp_path):
+    """dsgd on a ring of 4 nodes (ranks) on 2 emulated nodes, --swap-timeout 5; node 1's link
+    (ranks 2 and 3) cut once both nodes have written a row. The side of rank 0, which hosts the
+    rendezvous store, drops its neighbours on node 1 (rank 1 drops node2, rank 0 node3) and
+    finishes every epoch; ranks 2 and 3, cut off from the store, end by themselves within the
+    swap timeout plus a few heartbeat intervals (their watchdog), each with one line naming the
+    lost store, and their CSVs hold the rows written up to there. The job exits 0: the side that
+    keeps the store is the job (docs/emulation.md)."""
+    swap_s, epochs, out = 5.0, 10, tmp_path / "run"
+    before = host_network()
+    proc = launch(["train", "--nproc", "4", "--emulate-nodes", "2", "--link-rate", "1gbit", "--algorithm", "dsgd",
+                   "--swap-timeout", str(swap_s), "--epochs", str(epochs), "--workers", "0", "--log-level", "WARNING",
+                   "--out", str(out)])
+    stderr = _Lines(proc.stderr)
+    try:
+        wait_for(lambda: csv_rows(out / "nodes" / "node0.csv") >= 1 and csv_rows(out / "nodes" / "node2.csv") >= 1,
+                 "rows on both nodes", proc, limit=120)
+        set_link(node_namespace(proc.pid, 1), up=False)
+        cut, cut_wall = time.monotonic(), time.time()
+        assert csv_rows(out / "nodes" / "node0.csv") < epochs  # cut mid-run
+        lost_store = lambda lines: [(t, line) for t, line in lines if "lost the rendezvous store" in line]  # noqa: E731
+        assert stderr.wait(lambda lines: len(lost_store(lines)) == 2, limit=swap_s + 30), stderr.text()[-3000:]
+        ended = {int(re.search(r"rank (\d+):", line).group(1)): t - cut for t, line in lost_store(stderr.lines)}
+        code = proc.wait(timeout=120)  # (stderr is the reader's: no communicate())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    err = stderr.text(ended=True)
+    assert code == 0, err[-3000:]
+    assert sorted(ended) == [2, 3], err[-3000:]
+    for rank, seconds in ended.items():  # the swap timeout, two heartbeat intervals, the launcher's poll
+        assert swap_s - 0.5 <= seconds <= swap_s + 5, (rank, seconds)
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 2, err[-3000:]  # one line per cut-off rank, nothing from the other side
+    for rank, line in zip((2, 3), sorted(errors)):
+        assert line.startswith(f"crossover-sgd: error: rank {rank}: lost the rendezvous store on rank 0 ("), line
+        assert "unreachable" in line and line.endswith("; the other ranks go on without it (--swap_timeout)"), line
+    for i in range(4):
+        rows = [int(row["epoch"]) for row in csv.DictReader((out / "nodes" / f"node{i}.csv").open())]
+        node = out / "nodes" / f"node{i}.json"
+        if i < 2:  # the store's side: every epoch, the neighbour on node 1 dropped within two swap timeouts
+            assert rows == list(range(1, epochs + 1)), (i, rows)
+            summary = json.loads(node.read_text())
+            assert summary["status"] == "finished"
+            dropped = "node2" if i == 1 else "node3"
+            assert summary["node"]["dropped_neighbours"] == [dropped], summary["node"]
+            assert summary["node"]["dropped_at"][dropped] - cut_wall <= 2 * swap_s, summary["node"]
+        else:  # cut off: complete rows up to its end, and no summary (it did not finish)
+            assert rows == list(range(1, len(rows) + 1)) and rows, (i, rows)
+            assert not node.exists()
     assert leftovers(proc.pid) == [] and host_network() == before

@@ -24,12 +24,10 @@ import logging
 import math
 import os
 import time
-from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from crossover_sgd.algorithms.base import Algorithm
@@ -38,7 +36,7 @@ from crossover_sgd.comm import FlatParams
 from crossover_sgd.comm.edges import EdgeLinks, LostNeighbour, edge_groups
 from crossover_sgd.errors import ConfigError, PeerError
 from crossover_sgd.runtime.launch import LOCAL_LAUNCHER_ENV
-from crossover_sgd.runtime.watchdog import Heartbeat
+from crossover_sgd.runtime.watchdog import Heartbeat, end_rank
 from topology import GRAPH_KINDS
 from topology.nodes import NodeGraph, NodeListError, generated_nodes, load_node_list
 
@@ -85,28 +83,30 @@ class P2POptions(AlgorithmOptions):
 
 def _heartbeat(ctx, timeout: float) -> Optional[Heartbeat]:
     """This node's heartbeat in the rendezvous store: whether a silent neighbour is alive. None
-    for a single node or when the store cannot be reached (silence alone then decides)."""
+    for a single node or when the store cannot be reached (silence alone then decides).
+
+    Its watchdog ends this node (one line, exit code 4: :func:`~crossover_sgd.runtime.watchdog.end_rank`)
+    when the store has not answered a beat for ``timeout`` seconds: the node is cut off from the
+    store's side of the job (a partition), which drops it as it drops a killed node."""
     if ctx.world_size == 1:
         return None
     try:
-        return Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
+        beat = Heartbeat(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size,
                          interval=min(0.5, timeout / 4), connect_timeout=ctx.timeout_s,
                          op_timeout=min(2.0, timeout)).start()
     except (KeyError, ValueError, RuntimeError) as exc:
         log.warning("node %d: no heartbeat (a silent neighbour is dropped on silence alone): %s", ctx.rank, exc)
         return None
+    return beat.watch(timeout, end_rank(ctx.rank))
 
 
-def _first_lost(name: str) -> str:
+def _first_lost(heartbeat: Heartbeat, name: str) -> str:
     """Record ``name`` as the first node lost in the run unless one is recorded already (in the
     rendezvous store); return the recorded one. A node that gives up because its neighbour gave
-    up thus names the node lost first. Without the store (its host is the lost node): ``name``."""
-    try:
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                              timeout=timedelta(seconds=3))
-        return store.compare_set("crossover_sgd/p2p/first_lost", "", name).decode()
-    except (KeyError, ValueError, RuntimeError):
-        return name
+    up thus names the node lost first. Without an answer from the store (its host is the lost
+    node, or this node is cut off from it): ``name``."""
+    recorded = heartbeat.compare_set("crossover_sgd/p2p/first_lost", "", name)
+    return recorded if recorded else name
 
 
 def _node_index(nodes: NodeGraph, name: str, node_list: Optional[str] = None) -> int:
@@ -244,7 +244,7 @@ class P2PAlgorithm(Algorithm):
             fresh = self.links.exchange({p: self.outgoing(p) for p in due}) if due else {}
         except LostNeighbour as exc:
             lost = self.nodes.names[exc.peer]
-            first = _first_lost(lost) if self.heartbeat is not None and self.heartbeat.reachable else lost
+            first = _first_lost(self.heartbeat, lost) if self.heartbeat is not None else lost
             cause = "" if first == lost else f"; the first node lost in this run: {first}"
             if self.me == 0 and self.heartbeat is not None:  # this process hosts the rendezvous store:
                 time.sleep(min(5.0, self.links.timeout_s))  # keep it up while the others find their cause
