@@ -64,18 +64,24 @@ RAW_TAG = 999  # distinct from every algorithm's tags
 
 class RawExchange:
     """``numel`` fp32 values to a derangement peer and as many from another, per call: in one
-    message, or in messages of at most ``message_bytes`` (all posted at once). Over Gloo's TCP
-    transport one message does not use both directions of a pair at once (measured on the emulated
-    cluster: one 25 MB message each way between two ranks takes twice the one-way time; in 1 MB
-    messages, 1.04x), so on a link-bound cluster the raw exchange uses messages of 1 MB."""
+    message, or in messages of at most ``message_bytes``, every receive posted before the sends.
 
-    def __init__(self, numel: int, device: torch.device, seed: int = 0, message_bytes: Optional[int] = None):
+    The order matters on Gloo's TCP transport: a send leaves only once the peer has announced the
+    matching receive, and that notice is queued on the pair's connection behind whatever the
+    announcing rank is itself sending to that peer. Posted after a large send to the same peer, a
+    receive holds the peer's data back until that send is done: the two directions of the pair
+    take turns (on the emulated cluster, one 25 MB message each way took twice the one-way time).
+    ``sends_first`` posts the sends first (as ``crossover_sgd.comm.p2p.post`` does), to show it."""
+
+    def __init__(self, numel: int, device: torch.device, seed: int = 0, message_bytes: Optional[int] = None,
+                 sends_first: bool = False):
         self.send = torch.randn(numel, device=device)
         self.recv = torch.empty_like(self.send)
         self.seed, self.round = seed, 0
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         per_message = numel if not message_bytes else max(1, message_bytes // self.send.element_size())
         self.sends, self.recvs = self.send.split(per_message), self.recv.split(per_message)
+        self.sends_first = sends_first
 
     @property
     def messages(self) -> int:
@@ -94,10 +100,10 @@ class RawExchange:
         send_to = int(np.argsort(recv_from)[self.rank])
         self.round += 1
         recv_from = int(recv_from[self.rank])
-        # receives first: Gloo's TCP pair sends a message's data only once the receiver has said it
-        # is ready, and that notice queues behind the data the receiver is itself sending
-        requests = [dist.irecv(recv, recv_from, tag=RAW_TAG) for recv in self.recvs]
-        requests += [dist.isend(send, send_to, tag=RAW_TAG) for send in self.sends]  # in order, per pair and tag
+        # receives first (see the class doc); the same peers and tag: delivered in order
+        recvs = [lambda recv=recv: dist.irecv(recv, recv_from, tag=RAW_TAG) for recv in self.recvs]
+        sends = [lambda send=send: dist.isend(send, send_to, tag=RAW_TAG) for send in self.sends]
+        requests = [post() for post in (sends + recvs if self.sends_first else recvs + sends)]
         for request in requests:
             request.wait()
 
@@ -111,13 +117,14 @@ def measure_model(ctx, model_name: str, cases: List[str], args: argparse.Namespa
     payload = common.parameter_bytes(model)
     node_size, rate = common.emulated_node_size(), common.emulated_rate()
     message_mb = args.raw_message_mb if args.raw_message_mb is not None else (1.0 if node_size is not None else 0.0)
-    raw = RawExchange(payload // 4, device, message_bytes=int(message_mb * 1e6) or None)
+    raw = RawExchange(payload // 4, device, message_bytes=int(message_mb * 1e6) or None,
+                      sends_first=args.raw_sends_first)
     raw_link = common.link_traffic(raw, device, rounds=3) if node_size is not None and n > 1 else None
     rows = []
     for label in cases:
         case = common.CASES[label]
         row: Dict[str, Any] = {"model": model_name, "nproc": n, "case": label, "payload_bytes": payload,
-                               "raw_messages": raw.messages}
+                               "raw_messages": raw.messages, "raw_sends_first": raw.sends_first}
         if node_size is not None:
             row.update(ranks_per_node=node_size, link_rate_bits_per_s=rate, payload_at_rate_s=payload * 8 / rate)
         reason = case.skip_reason(n)
@@ -176,12 +183,12 @@ def goals(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     (link-bound): crossover fine within 1.1x of the raw exchange; AllReduce's time over crossover
     fine's within 10 % of its volume 2(n-1)/n (nodes of one rank); hierarchical faster than fine."""
     out = []
-    for key in sorted({(r["model"], r["nproc"]) for r in rows}):
-        at = {r["case"]: r for r in rows if (r["model"], r["nproc"]) == key and "seconds" in r}
+    layout = lambda r: (r["model"], r["nproc"], r.get("ranks_per_node") or 0)  # noqa: E731 (0: not emulated)
+    for key in sorted({layout(r) for r in rows}):
+        at = {r["case"]: r for r in rows if layout(r) == key and "seconds" in r}
         fine, sgp, ar = at.get("crossover-fine"), at.get("sgp-1peer"), at.get("allreduce-param")
-        model, n = key
-        node_size = next((r.get("ranks_per_node") for r in at.values()), None)
-        if node_size is not None:  # an emulated cluster: the link-bound goals
+        model, n, node_size = key
+        if node_size:  # an emulated cluster: the link-bound goals
             out += _emulated_goals(model, n, node_size, at)
             continue
         if fine is not None:
@@ -303,6 +310,9 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
     parser.add_argument("--raw-message-mb", type=float, default=None,
                         help="the raw exchange in messages of at most this many MB (0: one message; default: "
                              "one message over loopback, 1 MB on an emulated cluster)")
+    parser.add_argument("--raw-sends-first", action="store_true",
+                        help="post the raw exchange's sends before its receives (as the algorithms' rounds do): "
+                             "on a link-bound Gloo pair the two directions then take turns")
     parser.add_argument("--plot", type=Path, default=None, help="also draw time per round vs processes (PNG)")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="measure nothing: draw --plot from the JSON of an earlier run")
@@ -335,7 +345,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
 def _rank_argv(args: argparse.Namespace) -> List[str]:
     return ["--models", *args.models, "--cases", *args.cases, "--warmup", str(args.warmup),
             "--repeats", str(args.repeats), "--device", args.device, "--log-level", args.log_level,
-            *(["--raw-message-mb", str(args.raw_message_mb)] if args.raw_message_mb is not None else [])]
+            *(["--raw-message-mb", str(args.raw_message_mb)] if args.raw_message_mb is not None else []),
+            *(["--raw-sends-first"] if args.raw_sends_first else [])]
 
 
 if __name__ == "__main__":

@@ -36,11 +36,15 @@ class Pending:
     def __init__(self, sends: Sequence[Message], recvs: Sequence[Message], what: str):
         self.sends, self.recvs, self.what = list(sends), list(recvs), what
         self.peers = sorted({m.peer for m in self.sends} | {m.peer for m in self.recvs})
-        ops = [dist.P2POp(dist.isend, m.tensor, m.peer, tag=m.tag) for m in self.sends]
-        ops += [dist.P2POp(dist.irecv, m.tensor, m.peer, tag=m.tag) for m in self.recvs]
+        # receives first: Gloo's TCP transport sends a message only once the peer has said it is
+        # ready to receive it, and that notice queues behind what the peer is sending us; posted
+        # sends-first, a pair's two directions took turns (a link-bound round: twice its link time,
+        # measured on the emulated cluster, docs/results.md "Emulated cluster")
+        ops = [dist.P2POp(dist.irecv, m.tensor, m.peer, tag=m.tag) for m in self.recvs]
+        ops += [dist.P2POp(dist.isend, m.tensor, m.peer, tag=m.tag) for m in self.sends]
         requests = dist.batch_isend_irecv(ops) if ops else []
         self._open: Dict[int, Tuple[Message, bool, Any]] = {  # id(message) -> (message, is_send, request)
-            id(m): (m, i < len(self.sends), r) for i, (m, r) in enumerate(zip(self.sends + self.recvs, requests))}
+            id(m): (m, i >= len(self.recvs), r) for i, (m, r) in enumerate(zip(self.recvs + self.sends, requests))}
 
     def wait(self, stats: CommStats, messages: Optional[Iterable[Message]] = None) -> None:
         """Wait for ``messages`` (default: every message not waited for yet); add their bytes and
