@@ -198,6 +198,16 @@ def assert_image(path, min_bytes: int = 20_000) -> None:
         assert image.format == "PNG" and image.width > 600 and image.height > 400, (path, image.size)
 
 
+def plotted(runs, out, extra, full):
+    """``plot_runs(runs, out)``: the per-quantity figures, then exactly the ``extra`` files, each a
+    decodable PNG; those in ``full`` figure-sized."""
+    written = plot_runs(runs, out)
+    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + list(extra)
+    for path in written:
+        assert_image(path, 20_000 if path.name in full else 5000)
+    return written
+
+
 @pytest.fixture
 def ps_run(shared_run):
     """A real LOSP run shared with the parameter-server tests: one server shard (rank 0) and four
@@ -229,12 +239,7 @@ def test_server_and_worker_figures_of_a_real_ps_run(ps_run, tmp_path, drawn):
         assert columns["push"] == list(range(len(columns["push"]))) and columns["final"][-1] == 1
         assert all(k >= 0 for k in columns["k"]) and all(w <= l + 1e-6 for w, l in
                                                           zip(columns["wait_s"], columns["latency_s"]))
-    written = plot_runs([ps_run], tmp_path / "plots")
-    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + ["server.png", "workers.png"]
-    for path in written:
-        assert_image(path, 5000)
-    assert_image(tmp_path / "plots" / "server.png")
-    assert_image(tmp_path / "plots" / "workers.png")
+    plotted([ps_run], tmp_path / "plots", ["server.png", "workers.png"], full={"server.png", "workers.png"})
     # the accuracy against wall time: the evaluations (rows of its accuracy), at the time each was made
     (_, xs, ys), (_, end_x, end_y) = drawn["server.png"][0]["lines"]  # against wall time; the star at the end
     times = [t for t, a in zip(metrics.server["elapsed_s"], metrics.server["test_acc"]) if not math.isnan(a)]
@@ -250,14 +255,9 @@ def test_ps_runs_side_by_side_and_beside_an_allreduce_run(ps_run, run_dir, tmp_p
     second = copy_run(ps_run, tmp_path / "osp-run")
     config = json.loads((second / "config.json").read_text())
     (second / "config.json").write_text(json.dumps({**config, "algorithm": "osp"}))
-    written = plot_runs([ps_run, second, run_dir], tmp_path / "plots")
-    names = [p.name for p in written]
     # one server figure for both PS runs (the all-reduce run has no server), one worker figure per PS run
-    assert names == [f"{q.name}.png" for q in QUANTITIES] + ["server.png", "workers_ps-losp-4w1s.png",
-                                                             "workers_osp-run.png"]
-    for path in written:
-        assert_image(path, 5000)
-    assert_image(tmp_path / "plots" / "server.png")
+    plotted([ps_run, second, run_dir], tmp_path / "plots",
+            ["server.png", "workers_ps-losp-4w1s.png", "workers_osp-run.png"], full={"server.png"})
 
 
 def test_a_ps_run_of_records_only_and_on_the_command_line(ps_run, tmp_path):
@@ -340,12 +340,8 @@ def test_staleness_figure_of_real_downpour_runs(shared_run, tmp_path, drawn):
         assert metrics.updates_by_replica() == pushes and sum(pushes.values()) == record["updates"]
         assert metrics.lost_replicas == record["lost_replicas"] == []
         histograms.append(histogram)
-    written = plot_runs(runs, tmp_path / "plots")
-    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + [
-        "server.png", "workers_downpour-sgd.png", "workers_downpour-adagrad.png", "staleness.png"]
-    for path in written:
-        assert_image(path, 5000)
-    assert_image(tmp_path / "plots" / "staleness.png")
+    plotted(runs, tmp_path / "plots", ["server.png", "workers_downpour-sgd.png", "workers_downpour-adagrad.png",
+                                       "staleness.png"], full={"staleness.png"})
     histogram_axes, replica_axes = drawn["staleness.png"]
     # one bar group per run: a bar per staleness, its height the shard's count; the mean in the legend
     assert len(histogram_axes["bars"]) == 2
@@ -401,13 +397,8 @@ def test_lbfgs_and_portions_figures_of_a_real_sandblaster_run(shared_run, tmp_pa
     assert metrics.coordinator["iteration"] == list(range(1, record["iterations"] + 1))
     assert sum(metrics.coordinator["portions"]) == sum(by_replica.values()) == record["func_evals"] * record["portions"]
     assert sum(metrics.coordinator["backups"]) == record["backups"]
-    written = plot_runs([run_dir], tmp_path / "plots")
     # no server figure (Sandblaster's shard does not evaluate), no workers (replicas do not push)
-    assert [p.name for p in written] == [f"{q.name}.png" for q in QUANTITIES] + ["lbfgs.png", "portions.png"]
-    for path in written:
-        assert_image(path, 5000)
-    assert_image(tmp_path / "plots" / "lbfgs.png")
-    assert_image(tmp_path / "plots" / "portions.png")
+    plotted([run_dir], tmp_path / "plots", ["lbfgs.png", "portions.png"], full={"lbfgs.png", "portions.png"})
     loss, loss_time, step, portions = drawn["lbfgs.png"]
     iterations = [float(r["iteration"]) for r in rows]
     (_, xs, ys), = loss["lines"]
