@@ -71,7 +71,8 @@ class RawExchange:
     announcing rank is itself sending to that peer. Posted after a large send to the same peer, a
     receive holds the peer's data back until that send is done: the two directions of the pair
     take turns (on the emulated cluster, one 25 MB message each way took twice the one-way time).
-    ``sends_first`` posts the sends first (as ``crossover_sgd.comm.p2p.post`` does), to show it."""
+    ``sends_first`` posts the sends first (as the algorithms' rounds did before they posted receives
+    first), to show it."""
 
     def __init__(self, numel: int, device: torch.device, seed: int = 0, message_bytes: Optional[int] = None,
                  sends_first: bool = False):
@@ -311,7 +312,7 @@ def main(argv: List[str] | None = None) -> Dict[str, Any] | None:
                         help="the raw exchange in messages of at most this many MB (0: one message; default: "
                              "one message over loopback, 1 MB on an emulated cluster)")
     parser.add_argument("--raw-sends-first", action="store_true",
-                        help="post the raw exchange's sends before its receives (as the algorithms' rounds do): "
+                        help="post the raw exchange's sends before its receives (as the algorithms' rounds did once): "
                              "on a link-bound Gloo pair the two directions then take turns")
     parser.add_argument("--plot", type=Path, default=None, help="also draw time per round vs processes (PNG)")
     parser.add_argument("--from-json", type=Path, default=None,
