@@ -19,17 +19,26 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 from crossover_sgd.errors import ConfigError, divides_world_error, render_fields
 
 __all__ = ["TrainConfig", "AlgorithmSettings", "DATASETS", "MODELS", "DTYPES", "LR_SCHEDULES", "AMP_MODES",
-           "LOG_LEVELS", "PARTITIONS", "NORMS", "group_count"]
+           "LOG_LEVELS", "PARTITIONS", "NORMS", "SIGNAL_DATASETS", "SIGNAL_MODELS", "default_model", "group_count"]
 
-DATASETS = ("digits", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
+DATASETS = ("digits", "mnist1d", "imagefolder", "imagenet", "cifar10", "mnist", "synthetic")
+#: Data sets of 1-D signals (samples of shape (1, length)), and the models that take them.
+SIGNAL_DATASETS = ("mnist1d",)
+SIGNAL_MODELS = ("cnn1d", "logistic")
+#: MNIST-1D (``--dataset mnist1d``): its samples are generated in equal numbers per digit, 80 %
+#: for training; ``--mnist1d-samples`` is a multiple of the classes, with at least this many.
+MNIST1D_CLASSES, MNIST1D_MIN_SAMPLES = 10, 100
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
            "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
 #: Models with fixed dropouts (or none) and no normalisation: --drop-rate, --last-drop-rate and
 #: --norm group are refused with them (the reason is shown in the message).
 FIXED_MODELS = {"logistic": "a single linear layer, no dropout",
+                "cnn1d": "the MNIST-1D paper's CNN, no dropout",
                 "mnist_cnn": "the PyTorch MNIST example's CNN, its dropouts fixed at 0.25 and 0.5",
                 "alexnet_cifar": "AlexNet for CIFAR-10, its dropouts fixed at 0.5"}
-MODELS = ("small_cnn", "logistic", "mnist_cnn", "alexnet_cifar") + RESNETS
+MODELS = ("small_cnn", "cnn1d", "logistic", "mnist_cnn", "alexnet_cifar") + RESNETS
+#: The models that take images (4-D batches): all but cnn1d.
+MODELS_2D = tuple(m for m in MODELS if m != "cnn1d")
 #: The channel counts of every normalisation layer of the RESNETS (64 * 2^k): checked against --group-channels.
 RESNET_CHANNELS = tuple(64 * 2 ** k for k in range(6))
 #: The accepted values of --norm (ResNets only) and of --partition (how the training set is split over trainers).
@@ -67,12 +76,14 @@ class TrainConfig:
     options: Optional[AlgorithmSettings] = field(default=None, compare=True)
     # data and model
     dataset: str = "digits"
-    data_dir: Optional[str] = None
-    model: str = "small_cnn"
+    data_dir: Optional[str] = None  # mnist1d: where its generated arrays are cached
+    model: Optional[str] = None  # None: default_model(dataset), set on construction
     dtype: str = "float32"  # the parameters' and the inputs' dtype (DTYPES)
     image_size: Optional[int] = None
     synthetic_samples: int = 2048
     synthetic_classes: int = 10
+    mnist1d_samples: int = 10000  # train + validation (80 % / 20 %)
+    mnist1d_seed: int = 42  # the generator's seed (the mnist1d package's default), not the run's --seed
     workers: Optional[int] = 0  # None: what the machine has (training.data.default_workers)
     partition: str = "shard"  # PARTITIONS; other than shard: training.partition
     dirichlet_alpha: float = 0.5
@@ -134,6 +145,10 @@ class TrainConfig:
     device: str = "auto"
     timeout: float = 300.0
 
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = default_model(self.dataset)
+
     def __getattr__(self, name: str) -> Any:
         """An algorithm option's value (``config.sync_grad``), read from ``options``."""
         options = self.__dict__.get("options")
@@ -168,6 +183,7 @@ class TrainConfig:
             raise ConfigError(f"{{amp}} {self.amp} computes in half precision, which defeats {{dtype}} float64: "
                               "use {amp} off with float64, or {dtype} float32 with mixed precision")
         self._check_data_split()
+        self._check_signals()
         self._check_model_settings()
         _choice("lars_momentum_form", self.lars_momentum_form, LARS_MOMENTUM_FORMS)
         if not (math.isfinite(self.lars_coef) and self.lars_coef > 0):
@@ -240,6 +256,26 @@ class TrainConfig:
         if not 0 <= self.local_val_fraction <= 0.5:
             raise ConfigError(f"{{local_val_fraction}} {self.local_val_fraction} is invalid: use 0 <= value <= 0.5")
 
+    def _check_signals(self) -> None:
+        """MNIST-1D's size and seed; 1-D signals only with the models that take them, and back."""
+        samples = self.mnist1d_samples
+        if samples < MNIST1D_MIN_SAMPLES or samples % MNIST1D_CLASSES:
+            raise ConfigError(f"{{mnist1d_samples}} {samples} is invalid: use a multiple of {MNIST1D_CLASSES} (as many "
+                              f"samples of each digit), at least {MNIST1D_MIN_SAMPLES}")
+        if not 0 <= self.mnist1d_seed < 2 ** 32:
+            raise ConfigError(f"{{mnist1d_seed}} {self.mnist1d_seed} is invalid: use an integer from 0 to 2**32 - 1")
+        signals = self.dataset in SIGNAL_DATASETS
+        if signals and self.model not in SIGNAL_MODELS:
+            raise ConfigError(f"{{model}} {self.model} takes images, but {{dataset}} {self.dataset} holds 1-D "
+                              f"signals: use {{model}} {' or '.join(SIGNAL_MODELS)} "
+                              f"({default_model(self.dataset)}: the default)")
+        if not signals and self.model not in MODELS_2D:
+            raise ConfigError(f"{{model}} {self.model} takes 1-D signals, but {{dataset}} {self.dataset} holds images: "
+                              f"use it with {{dataset}} {' or '.join(SIGNAL_DATASETS)}")
+        if signals and self.channels_last:
+            raise ConfigError(f"{{channels_last}} True is for images (4-D batches), but {{dataset}} {self.dataset} "
+                              "holds 1-D signals: use {channels_last} False")
+
     def _check_model_settings(self) -> None:
         """Normalisation and dropout: each model takes the ones it has layers for."""
         _choice("norm", self.norm, NORMS)
@@ -297,6 +333,8 @@ class TrainConfig:
             "sync_lars_start_epoch": (self.lars and self.sync_lars_group_size is not None,
                                       "only {sync_lars_group_size} uses it" if self.lars
                                       else "only LARS uses it; {lars} is False"),
+            "mnist1d_samples": (self.dataset == "mnist1d", f"only {{dataset}} mnist1d uses it, not {self.dataset}"),
+            "mnist1d_seed": (self.dataset == "mnist1d", f"only {{dataset}} mnist1d uses it, not {self.dataset}"),
             "synthetic_samples": (self.dataset == "synthetic", f"only {{dataset}} synthetic uses it, not {self.dataset}"),
             "synthetic_classes": (self.dataset == "synthetic", f"only {{dataset}} synthetic uses it, not {self.dataset}"),
             "image_size": (synthetic_or_folder, f"{{dataset}} {self.dataset} has a fixed image size"),
@@ -316,6 +354,11 @@ class TrainConfig:
         known = self.nproc or self.world_size
         if known is not None and known % value:
             raise divides_world_error(name, value, known)
+
+
+def default_model(dataset: str) -> str:
+    """The model of a run that names none: ``cnn1d`` for 1-D signals (MNIST-1D), else ``small_cnn``."""
+    return "cnn1d" if dataset in SIGNAL_DATASETS else "small_cnn"
 
 
 def _same(value: Any, default: Any) -> bool:

@@ -55,13 +55,20 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     add_algorithm_flags(parser)
     g = parser.add_argument_group("data and model")
     _add(g, "--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)} (default: the embedded digits)")
-    _add(g, "--data-dir", "--data", default=None, help="data directory (never downloaded)")
-    _add(g, "--model", default=d.model, help=f"one of {', '.join(MODELS)}")
+    _add(g, "--data-dir", "--data", default=None,
+         help="data directory (never downloaded; --dataset mnist1d: where its generated data is cached)")
+    _add(g, "--model", default=None,
+         help=f"one of {', '.join(MODELS)} (default: small_cnn; cnn1d with --dataset mnist1d)")
     _add(g, "--dtype", default=d.dtype, help=f"{' or '.join(DTYPES)}: the dtype of the parameters and inputs "
          "(float64: checks of an algorithm's math, where equivalences hold to float64 rounding)")
     _add(g, "--image-size", type=int, default=None, help="crop size for image folders / synthetic data")
     _add(g, "--synthetic-samples", type=int, default=d.synthetic_samples)
     _add(g, "--synthetic-classes", type=int, default=d.synthetic_classes)
+    _add(g, "--mnist1d-samples", type=int, default=d.mnist1d_samples, metavar="N",
+         help="--dataset mnist1d: signals generated, 80%% for training, 20%% for validation (a multiple of 10, "
+              ">= 100); cached in --data-dir, else ~/.cache/crossover-sgd")
+    _add(g, "--mnist1d-seed", type=int, default=d.mnist1d_seed, metavar="SEED",
+         help="--dataset mnist1d: the generator's seed (fixed data whatever --seed)")
     _add(g, "--workers", type=int, default=d.workers, help="data-loading worker processes per rank")
     _add(g, "--partition", default=d.partition,
          help=f"{'|'.join(PARTITIONS)}: how the training set is split over the trainers (shard: by rank, "

@@ -48,3 +48,18 @@ def shared_run(tmp_path_factory):
         return out
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_job(tmp_path_factory):
+    """The README's first command, ``crossover-sgd train --nproc 4`` (the installed console script,
+    the default job: 20 epochs of small_cnn on the digits, AllReduce-SGD), run once per session in
+    a fresh working directory: (the finished process, its working directory). The default-job
+    test checks it as the user sees it; the large-batch LARS test compares its accuracy with it
+    (the same run as ``train --nproc 4 --epochs 20``)."""
+    from support import child_env, installed_program, run
+
+    script = installed_program("crossover-sgd")
+    assert script is not None, "the console script is not installed: pip install -e ."
+    cwd = tmp_path_factory.mktemp("default-job")
+    return run([script, "train", "--nproc", "4"], cwd=cwd, timeout=120, env=child_env()), cwd

@@ -264,13 +264,18 @@ DOWNPOUR_TRAINING = ("--nproc", "5", "--algorithm", "downpour", "--epochs", "10"
 #: regression, float64): torch.optim.LBFGS(lr=1, max_iter=4, history_size=5, strong Wolfe) per epoch.
 SANDBLASTER = ("--algorithm", "sandblaster", "--model", "logistic", "--dtype", "float64", "--lbfgs-max-iter", "4",
                "--history-size", "5", "--workers", "0", "--timeout", "30", "--log-level", "WARNING")
+#: A peer-to-peer run as a user starts it: PDMM-ISVR, 3 local ranks (a ring), the default data, 2 epochs.
+P2P_TRAINING = ("--nproc", "3", "--algorithm", "pdmm-isvr", "--epochs", "2", "--batch-size", "32", "--workers", "0")
 
 
 def shared_run_argv(name: str) -> List[str]:
     """The ``train`` arguments of a run shared by several test modules (:func:`conftest.shared_run`):
     ``ps-<algorithm>-<W>w<S>s`` (W workers, S shards, :data:`PS_TRAINING`) or
     ``downpour-<sgd|adagrad>`` (:data:`DOWNPOUR_TRAINING`) or ``sandblaster-<S>s<R>r<P>p`` (S shards,
-    R replicas, portions of P samples, 2 epochs of :data:`SANDBLASTER`)."""
+    R replicas, portions of P samples, 2 epochs of :data:`SANDBLASTER`) or ``p2p-pdmm-isvr``
+    (:data:`P2P_TRAINING`)."""
+    if name == "p2p-pdmm-isvr":
+        return list(P2P_TRAINING)
     family, _, rest = name.partition("-")
     if family == "ps":
         algorithm, size = rest.split("-")

@@ -62,17 +62,15 @@ import json
 import logging
 import math
 import shlex
-import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from crossover_sgd.atomic import atomic_write_json, atomic_write_text, user_output
 from crossover_sgd.errors import ConfigError
 from crossover_sgd.experiments import tables
-from crossover_sgd.experiments.scalability import RECORD_FILE, _check_train_args, _run_command, _tail
+from crossover_sgd.experiments.runs import RunSettings, check_train_args, ensure_run as ensure_train_run
 
 __all__ = ["METHODS", "SINGLE", "DEFAULT_LRS", "Settings", "RunSpec", "parse_lrs", "ensure_run", "collect_run",
            "pick_lr", "aggregate", "markdown", "plot", "configure", "run"]
@@ -94,22 +92,18 @@ PARTITIONS = ("noniid", "iid", "dirichlet")
 
 
 @dataclass
-class Settings:
+class Settings(RunSettings):
     """What every run of the experiment shares."""
 
     nodes: int = 8
     epochs: int = 40
     batch_size: int = 32
-    lr_schedule: str = "cosine"
     warmup_epochs: float = 0.0
     momentum: float = 0.0
     weight_decay: float = 0.0
     partition: str = "noniid"
     graph: str = "ring"
-    dataset: str = "digits"
-    model: str = "small_cnn"
-    train_args: List[str] = field(default_factory=list)
-    timeout_s: float = 1800.0
+    model: Optional[str] = "small_cnn"
     retries: int = 1
 
     def train_flags(self, spec: "RunSpec") -> List[str]:
@@ -119,7 +113,8 @@ class Settings:
         else:
             head = ["--nproc", str(self.nodes), "--algorithm", spec.method, "--partition", self.partition,
                     "--graph", self.graph]
-        return [*head, "--dataset", self.dataset, "--model", self.model, "--epochs", str(self.epochs),
+        model = ["--model", self.model] if self.model else []
+        return [*head, "--dataset", self.dataset, *model, "--epochs", str(self.epochs),
                 "--batch-size", str(self.batch_size), "--lr", f"{spec.lr:g}", "--lr-schedule", self.lr_schedule,
                 "--warmup-epochs", f"{self.warmup_epochs:g}", "--momentum", f"{self.momentum:g}",
                 "--weight-decay", f"{self.weight_decay:g}", "--seed", str(spec.seed),
@@ -183,28 +178,9 @@ def ensure_run(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path
 
 def _ensure_run_once(spec: RunSpec, settings: Settings, root: Path) -> Tuple[str, Path, Optional[int]]:
     run_dir = root / "runs" / spec.key
-    flags = settings.train_flags(spec)
-    record_path, summary_path = run_dir / RECORD_FILE, run_dir / "summary.json"
-    if record_path.is_file():
-        recorded = json.loads(record_path.read_text()).get("flags")
-        if recorded != flags:
-            raise ConfigError(f"{run_dir} holds a run made with other settings ({shlex.join(recorded or [])}); "
-                              f"use another --out, or delete that directory to redo it")
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished":
-        return "reused", run_dir, None
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    atomic_write_json(record_path, {"flags": flags, "method": spec.method})
-    command = [sys.executable, "-m", "crossover_sgd", "train", *flags, "--out", str(run_dir)]
-    code = _run_command(command, run_dir / "launcher.log", settings.timeout_s)
-    status = json.loads(summary_path.read_text()).get("status") if summary_path.is_file() else None
-    if code != 0 or status != "finished":
-        why = "timed out" if code == 124 else f"exit code {code}, status {status!r}"
-        log.error("%s failed (%s); last lines of %s:\n%s", spec.key, why, run_dir / "launcher.log",
-                  _tail(run_dir / "launcher.log"))
-        return "failed", run_dir, code
-    return "trained", run_dir, code
+    status, code = ensure_train_run(run_dir, settings.train_flags(spec), {"method": spec.method}, settings.timeout_s,
+                                    resume=False)
+    return status, run_dir, code
 
 
 def _last(values: Sequence[float]) -> Optional[float]:
@@ -457,7 +433,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--momentum must be in [0, 1), --weight-decay and --warmup-epochs >= 0")
     if not args.run_timeout > 0 or args.retries < 0:
         raise ConfigError("--run-timeout must be > 0, --retries >= 0")
-    _check_train_args(args.train_args)
+    check_train_args(args.train_args)
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:

@@ -1,4 +1,5 @@
-"""Data sets: the embedded default (8x8 digits), ImageFolder/ImageNet, CIFAR-10, MNIST, synthetic.
+"""Data sets: the embedded default (8x8 digits), MNIST-1D (generated, :mod:`.mnist1d`),
+ImageFolder/ImageNet, CIFAR-10, MNIST, synthetic.
 
 Nothing is ever downloaded: CIFAR-10 and MNIST are read from ``--data-dir`` in torchvision's
 layout, ImageNet-style data from ``DIR/train/<class>/*`` and ``DIR/val/<class>/*``. CIFAR-10 is
@@ -20,14 +21,18 @@ from torch.utils.data import Dataset, TensorDataset
 
 from crossover_sgd.config import TrainConfig
 from crossover_sgd.errors import ConfigError
+from crossover_sgd.training.mnist1d import LENGTH, check_mnist1d, mnist1d_arrays
 
-__all__ = ["DatasetBundle", "build_datasets", "SyntheticImages", "load_digits", "CIFAR10Batches"]
+__all__ = ["DatasetBundle", "build_datasets", "SyntheticImages", "load_digits", "load_mnist1d", "CIFAR10Batches"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
 class DatasetBundle:
+    """The train and validation sets, and the shape of a sample: ``in_channels`` x ``image_size``
+    x ``image_size`` (images), or ``in_channels`` x ``image_size`` (1-D signals: MNIST-1D)."""
+
     train: Dataset
     val: Dataset
     num_classes: int
@@ -61,6 +66,17 @@ def load_digits(val_fraction: float = 0.2) -> Tuple[TensorDataset, TensorDataset
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
     return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[val_idx], labels[val_idx])
+
+
+def load_mnist1d(samples: int, seed: int, data_dir: Optional[str] = None) -> Tuple[TensorDataset, TensorDataset]:
+    """MNIST-1D's ``samples`` signals made with ``seed`` (cached: :func:`.mnist1d.mnist1d_arrays`),
+    80 % for training, 20 % for validation; samples of shape (1, 40), float32."""
+    arrays = mnist1d_arrays(samples, seed, data_dir)
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.tensor(x, dtype=torch.float32).unsqueeze(1), torch.tensor(y, dtype=torch.long))
+
+    return tensors(arrays["x"], arrays["y"]), tensors(arrays["x_test"], arrays["y_test"])
 
 
 def _digits_arrays() -> Tuple[Any, Any]:
@@ -216,6 +232,9 @@ def build_datasets(config: TrainConfig) -> DatasetBundle:
     if name == "digits":
         train, val = load_digits()
         return DatasetBundle(train, val, 10, 1, 8)
+    if name == "mnist1d":
+        train, val = load_mnist1d(config.mnist1d_samples, config.mnist1d_seed, config.data_dir)
+        return DatasetBundle(train, val, 10, 1, LENGTH)
     if name == "synthetic":
         size = config.image_size or 224
         return DatasetBundle(SyntheticImages(config.synthetic_samples, config.synthetic_classes, 3, size, seed=1),
@@ -246,6 +265,9 @@ def _has_image(folder: Path) -> bool:
 def preflight_data(config: TrainConfig) -> None:
     """Cheap checks of ``--data-dir`` (no full scan), run once before local ranks start."""
     if config.dataset in ("digits", "synthetic"):
+        return
+    if config.dataset == "mnist1d":
+        check_mnist1d(config.mnist1d_samples, config.mnist1d_seed, config.data_dir)
         return
     root = Path(str(config.data_dir)).expanduser()
     if not root.is_dir():

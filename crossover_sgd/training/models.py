@@ -1,6 +1,6 @@
-"""Models: a small CNN for the default data, multinomial logistic regression, the PyTorch MNIST
-example's CNN (``mnist_cnn``), AlexNet for CIFAR-10 (``alexnet_cifar``), and the torchvision ResNet
-family.
+"""Models: a small CNN for the default data, a 1-D CNN for MNIST-1D (``cnn1d``), multinomial
+logistic regression, the PyTorch MNIST example's CNN (``mnist_cnn``), AlexNet for CIFAR-10
+(``alexnet_cifar``), and the torchvision ResNet family.
 
 ``mnist_cnn`` and ``alexnet_cifar`` (the models of the parameter-server study: MNIST CNN, AlexNet
 and ResNet-18 on CIFAR-10) take any channel count and any image size >= 8: an adaptive average
@@ -27,9 +27,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from crossover_sgd.config import RESNETS, group_count
+from crossover_sgd.config import RESNETS, SIGNAL_DATASETS, group_count
 
-__all__ = ["SmallCNN", "LogisticRegression", "MnistCNN", "AlexNetCifar", "build_model", "model_dtype"]
+__all__ = ["SmallCNN", "CNN1D", "LogisticRegression", "MnistCNN", "AlexNetCifar", "build_model", "model_dtype"]
 
 
 class SmallCNN(nn.Module):
@@ -48,6 +48,31 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class CNN1D(nn.Module):
+    """The convolutional network of the MNIST-1D paper (Greydanus and Kobak, 2020, its reference
+    code's ``ConvBase``) for signals of ``length`` samples: three 1-D convolutions of ``width``
+    channels (kernel 5, then 3 and 3; stride 2, padding 1 each), ReLU after each, and a linear
+    classifier on the flattened map. 5,210 parameters for 40 samples and 10 classes; no
+    normalisation, no dropout. The first convolution is named ``conv1``, so Crossover-SGD's
+    segments are ``stem``, ``conv2``, ``conv3``, ``fc``."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, length: int = 40, width: int = 25):
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_channels, width, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(width, width, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(width, width, 3, stride=2, padding=1)
+        self.relu = nn.ReLU()
+        for conv in (self.conv1, self.conv2, self.conv3):  # each map's length: (L + 2 - kernel) // 2 + 1
+            length = (length + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+        self.fc = nn.Linear(width * length, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x))
+        x = self.relu(self.conv3(x))
+        return self.fc(torch.flatten(x, 1))
 
 
 class LogisticRegression(nn.Module):
@@ -159,23 +184,28 @@ def initial_model(config, num_classes: int, in_channels: int, image_size: int, d
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes, in_channels, image_size, norm=config.norm,
                         group_channels=config.group_channels, drop_rate=config.drop_rate,
-                        last_drop_rate=config.last_drop_rate)
+                        last_drop_rate=config.last_drop_rate, dims=1 if config.dataset in SIGNAL_DATASETS else 2)
     return model.to(device, dtype=model_dtype(config), memory_format=memory_format)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224, *, norm: str = "batch",
-                group_channels: int = 32, drop_rate: float = 0.0, last_drop_rate: float = 0.0) -> nn.Module:
-    """A freshly initialised model (no pretrained weights are ever downloaded).
+                group_channels: int = 32, drop_rate: float = 0.0, last_drop_rate: float = 0.0,
+                dims: int = 2) -> nn.Module:
+    """A freshly initialised model (no pretrained weights are ever downloaded), for inputs of
+    ``in_channels`` x ``image_size`` ** ``dims`` (``dims`` 1: 1-D signals of ``image_size`` samples,
+    for ``cnn1d`` and ``logistic``).
 
     ResNets: ``norm="group"`` puts GroupNorm(ceil(C / group_channels), C) in place of every
     BatchNorm2d; ``drop_rate > 0`` puts Dropout2d after the stem and after each stage but the last;
     ``last_drop_rate > 0`` puts Dropout before ``fc``. The small CNN takes the dropouts; the
-    logistic regression, ``mnist_cnn`` and ``alexnet_cifar`` none of these (their dropouts are
+    logistic regression, ``cnn1d``, ``mnist_cnn`` and ``alexnet_cifar`` none of these (their dropouts are
     fixed; :meth:`TrainConfig.validate` refuses them, and they are ignored here)."""
     if name == "small_cnn":
         return SmallCNN(num_classes, in_channels, drop_rate=drop_rate, last_drop_rate=last_drop_rate)
+    if name == "cnn1d":
+        return CNN1D(num_classes, in_channels, image_size)
     if name == "logistic":
-        return LogisticRegression(in_channels * image_size * image_size, num_classes)
+        return LogisticRegression(in_channels * image_size ** dims, num_classes)
     if name == "mnist_cnn":
         return MnistCNN(num_classes, in_channels)
     if name == "alexnet_cifar":

@@ -60,6 +60,8 @@ FLAGS_ADDED = {
     "--slow-replicas", "--slow_replicas", "--slow-factor", "--slow_factor",
     # the emulated cluster (issue 15): the local launcher's ranks on network namespaces, rate-limited links
     "--emulate-nodes", "--emulate_nodes", "--link-rate", "--link_rate",
+    # MNIST-1D (issue 16): the size and seed of the generated data set
+    "--mnist1d-samples", "--mnist1d_samples", "--mnist1d-seed", "--mnist1d_seed",
 }
 
 

@@ -261,12 +261,13 @@ def test_cli_warns_about_options_the_algorithm_and_schedule_ignore(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_job_has_no_warning(tmp_path):
-    out = tmp_path / "out"
-    result = run([sys.executable, "-m", "crossover_sgd", "train", "--nproc", "2", "--stop-at-step", "2",
-                  "--out", str(out)], timeout=180)
+def test_default_job_has_no_warning(default_job):
+    """(The run: the session's ``default_job``, ``crossover-sgd train --nproc 4`` as the README
+    gives it, also checked by tests/cli/test_default_job.py.)"""
+    result, cwd = default_job
     assert result.returncode == 0, result.stderr
     assert warnings_in(result.stderr) == [], result.stderr
+    (out,) = list((cwd / "runs").iterdir())  # the default output directory
     assert "WARNING" not in (out / "train.log").read_text()
 
 

@@ -2,8 +2,10 @@
 and MPICH's ``mpiexec``.
 
 One short run each (``--algorithm pdmm-isvr``, one epoch of the default digits data, 3 ranks on
-the default ring): exit code 0, and every node's own outputs, ``OUT/nodes/node{i}.csv`` (the
-original's columns first) and ``OUT/nodes/node{i}.json`` (its summary, ``status`` finished). The
+the default ring; the local launcher's: the session's 2-epoch run of ``support.P2P_TRAINING``,
+which tests/algorithms/p2p/test_p2p_training.py resumes): exit code 0, and every node's own
+outputs, ``OUT/nodes/node{i}.csv`` (the original's columns first, a row per epoch) and
+``OUT/nodes/node{i}.json`` (its summary, ``status`` finished). The
 launch detection itself is tested in test_launchers.py; Slurm (srun) is tested in tests/hpc,
 whose session cluster these tests do not start.
 """
@@ -18,7 +20,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import child_env, installed_program, read_metrics, run, unavailable
+from support import P2P_TRAINING, child_env, installed_program, read_metrics, run, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +54,13 @@ def command(launcher: str, out: Path) -> List[str]:
     return [mpiexec(), "-n", str(WORLD), sys.executable, "-m", "crossover_sgd", *train]
 
 
-def check_node(out: Path, rank: int, launcher: str) -> None:
+def check_node(out: Path, rank: int, launcher: str, epochs: int = 1) -> None:
     name = f"node{rank}"
     rows = read_metrics(out / "nodes" / f"{name}.csv")
     with open(out / "nodes" / f"{name}.csv") as handle:
         header = handle.readline().strip().split(",")
     assert header[:len(ORIGINAL_COLUMNS)] == ORIGINAL_COLUMNS, header
-    assert [row["epoch"] for row in rows] == ["1"], rows
+    assert [row["epoch"] for row in rows] == [str(e) for e in range(1, epochs + 1)], rows
     for column in ORIGINAL_COLUMNS[1:]:
         value = float(rows[0][column])
         assert math.isfinite(value), (name, column, value)
@@ -76,11 +78,15 @@ def check_node(out: Path, rank: int, launcher: str) -> None:
 
 @pytest.mark.parametrize("launcher,detected", [("local", "local"), ("torchrun", "torchrun"), ("mpiexec", "mpich")],
                          ids=["--nproc 3", "torchrun", "mpiexec"])
-def test_p2p_training_under_a_launcher(tmp_path, launcher, detected):
-    out = tmp_path / "run"
-    result = run(command(launcher, out), timeout=LAUNCH_TIMEOUT, env=cpu_env(), cwd=tmp_path)
-    assert result.returncode == 0, f"{launcher} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+def test_p2p_training_under_a_launcher(tmp_path, shared_run, launcher, detected):
+    if launcher == "local":  # the shared run (exit code 0, or it fails the test): 2 epochs
+        out, epochs = shared_run("p2p-pdmm-isvr"), 2
+        assert P2P_TRAINING[:2] == ("--nproc", str(WORLD)) and "pdmm-isvr" in P2P_TRAINING
+    else:
+        out, epochs = tmp_path / "run", 1
+        result = run(command(launcher, out), timeout=LAUNCH_TIMEOUT, env=cpu_env(), cwd=tmp_path)
+        assert result.returncode == 0, f"{launcher} failed ({result.returncode}):\n{result.stderr[-3000:]}"
     assert sorted(p.name for p in (out / "nodes").iterdir()) == sorted(
         f"node{r}.{ext}" for r in range(WORLD) for ext in ("csv", "json"))
     for rank in range(WORLD):
-        check_node(out, rank, detected)
+        check_node(out, rank, detected, epochs)

@@ -40,14 +40,17 @@ def final_acc(out):
     return json.loads((out / "summary.json").read_text())["final_val_acc"]
 
 
-def test_large_batch_lars_poly_bf16_matches_small_batch_sgd(tmp_path):
-    small = cli("train", "--nproc", "4", "--epochs", "20", "--out", str(tmp_path / "sgd"), timeout=240)
+def test_large_batch_lars_poly_bf16_matches_small_batch_sgd(tmp_path, default_job):
+    """Against small-batch SGD: the default job (``train --nproc 4``: 20 epochs, batch 32 per rank,
+    momentum SGD, cosine), the session's ``default_job`` run (shared with tests/cli/test_default_job.py)."""
+    small, cwd = default_job
     assert small.returncode == 0, small.stderr[-2000:]
+    (sgd_out,) = list((cwd / "runs").iterdir())
     large = cli("train", "--nproc", "4", "--batch-size", "64", "--lars", "True", "--lr", "8", "--amp", "bf16",
                 "--lr-schedule", "poly", "--warmup-epochs", "5", "--wd-schedule", "True", "--epochs", "30",
                 "--out", str(tmp_path / "lars"), timeout=240)
     assert large.returncode == 0, large.stderr[-2000:]
-    sgd_acc, lars_acc = final_acc(tmp_path / "sgd"), final_acc(tmp_path / "lars")
+    sgd_acc, lars_acc = final_acc(sgd_out), final_acc(tmp_path / "lars")
     summary = json.loads((tmp_path / "lars" / "summary.json").read_text())
     assert summary["global_batch"] == 256 and summary["config"]["amp"] == "bf16"
     assert min(lars_acc) >= 0.95, lars_acc

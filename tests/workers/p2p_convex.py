@@ -4,7 +4,8 @@ label % n == k, plus a tenth of every other class), full-batch gradients in floa
 algorithm's real hooks over real Gloo links. Saves each algorithm's final parameters to
 OUT/<algorithm>/rank{R}.pt.
 
-Usage: p2p_convex.py OUT STEPS ALGORITHM:KEY=VALUE,... [...]
+Usage: p2p_convex.py OUT STEPS ALGORITHM:KEY=VALUE,... [...] (``steps=N`` among an algorithm's
+options: N steps for that one instead of STEPS)
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main(out: Path, steps: int, specs) -> None:
         name, _, rest = spec.partition(":")
         options: Dict[str, object] = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
         options = {k: _value(v) for k, v in options.items()}
+        its_steps = int(options.pop("steps", steps))
         algorithm_name = options.pop("algorithm", name)
         config = make_config(algorithm=algorithm_name, dtype="float64", timeout=120.0, **options)
         torch.manual_seed(0)
@@ -67,7 +69,7 @@ def main(out: Path, steps: int, specs) -> None:
         algorithm = build_algorithm(ctx, config)
         algorithm.prepare(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
-        for _ in range(steps):
+        for _ in range(its_steps):
             optimizer.zero_grad()
             local_loss(model, x, y).backward()
             algorithm.before_step(optimizer)

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, ContextManager, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -179,7 +179,7 @@ class P2PAlgorithm(Algorithm):
                                bound_s=max(self.config.timeout, 3 * timeout))
         slow = {n.strip() for n in (opts.slow_nodes or "").split(",") if n.strip()}
         self.sleep_factor = opts.sleep_factor if (not slow or self.name_ in slow) else 0.0
-        self._step_started = time.perf_counter()
+        self._step_started: Optional[float] = None  # the first step starts with its first micro-batch
         return model
 
     def _regions_like(self, tensors: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -235,6 +235,11 @@ class P2PAlgorithm(Algorithm):
     def lr(self, optimizer: torch.optim.Optimizer) -> float:
         return float(optimizer.param_groups[0]["lr"])
 
+    def micro_batch(self, is_last: bool) -> ContextManager[Any]:
+        if self._step_started is None:  # the first step's time (--sleep-factor) leaves out the set-up
+            self._step_started = time.perf_counter()  # (optimizer, data, the ranks' barriers)
+        return super().micro_batch(is_last)
+
     def after_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.options.async_step:
             self.links.check_silence()
@@ -257,7 +262,7 @@ class P2PAlgorithm(Algorithm):
 
     def _straggle(self) -> None:
         now = time.perf_counter()
-        if self.sleep_factor > 0:
+        if self.sleep_factor > 0 and self._step_started is not None:
             time.sleep(self.sleep_factor * (now - self._step_started))
         self._step_started = time.perf_counter()
 

@@ -26,13 +26,19 @@ from support import ROOT
 
 pytestmark = pytest.mark.slow
 
-NODES, STEPS = 4, 2500
+NODES, STEPS = 4, 1000
 WORKER = ROOT / "tests" / "workers" / "p2p_convex.py"
-RUNS = {  # name: worker spec; the tolerance on ||w_i - w*|| / ||w*|| (LBFGS's own is ~1e-7)
+#: name: worker spec (steps: STEPS unless it says otherwise); the tolerance on ||w_i - w*|| / ||w*||
+#: (LBFGS's own is ~1e-7). Each method's steps reach the reference's own precision, 3.6e-8, with
+#: a margin (the runs are deterministic: float64, full batch, lockstep exchanges). Measured: PDMM-ISVR
+#: 8.7e-7 after 600 steps, 3.6e-8 after 1,000; ADMM-ISVR 2.5e-7 after 1,000, 3.6e-8 after 1,500;
+#: CADMM 6.0e-5 after 1,000, 3.9e-8 after 2,000 (all three 3.6e-8 after 2,500).
+RUNS = {
     "pdmm-isvr": ("pdmm-isvr:lr=4.0", 1e-6),
-    "admm-isvr": ("admm-isvr:lr=4.0", 1e-6),
-    "cadmm": ("cadmm:lr=1.0,rho_init=0.1", 1e-6),
+    "admm-isvr": ("admm-isvr:lr=4.0,steps=1500", 1e-6),
+    "cadmm": ("cadmm:lr=1.0,rho_init=0.1,steps=2000", 1e-6),
 }
+#: D-SGD's error settles at ~4e-2 (4.1e-2 after 1,000 steps, 3.9e-2 after 2,500: its fixed point).
 DSGD = "dsgd:lr=1.0"
 
 

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from support import cli
+from support import P2P_TRAINING, cli
 
 pytestmark = pytest.mark.slow
 
-ARGS = ("train", "--nproc", "3", "--algorithm", "pdmm-isvr", "--epochs", "2", "--batch-size", "32", "--workers", "0")
+ARGS = ("train", *P2P_TRAINING)
 SAME = ("epoch", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "comm_bytes_sent",
         "live_neighbours")
 
@@ -23,9 +23,10 @@ def node_rows(out, node):
         return [{k: row[k] for k in SAME} for row in csv.DictReader(handle)]
 
 
-def test_default_run_writes_every_nodes_outputs_and_resumes_exactly(tmp_path):
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert cli(*ARGS, "--out", str(whole), timeout=300).returncode == 0
+def test_default_run_writes_every_nodes_outputs_and_resumes_exactly(tmp_path, shared_run):
+    """(The uninterrupted run: the session's ``shared_run("p2p-pdmm-isvr")``, which
+    tests/runtime/test_p2p_launchers.py reads as the local launcher's run.)"""
+    whole, parts = shared_run("p2p-pdmm-isvr"), tmp_path / "parts"
     stopped = cli(*ARGS, "--out", str(parts), "--stop-at-step", "20", timeout=300)
     assert stopped.returncode == 0, stopped.stderr
     resumed = cli(*ARGS, "--out", str(parts), "--resume", timeout=300)
