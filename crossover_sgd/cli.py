@@ -90,6 +90,7 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
     if nproc is None:
         worker(config_or_args)
         return 0
+    from crossover_sgd.runtime.exit import mark_distributed
     from crossover_sgd.runtime.launch import detect_launch
     from crossover_sgd.runtime.local_launcher import launch_local, strip_flag
 
@@ -102,6 +103,7 @@ def execute(config_or_args, worker: Callable[..., object], command: Sequence[str
         tolerant = cls.tolerates_lost_peers(cls.options_of(config_or_args))
     for flag in _LAUNCHER_FLAGS:
         command = strip_flag(command, flag)
+    mark_distributed()  # the launcher of a distributed job: it ends with os._exit too (runtime.exit)
     return launch_local(nproc, command, tolerate_lost=tolerant, emulate_nodes=plan.nodes if plan else None,
                         link_rate=plan.rate_bits_per_s if plan else None)
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+#: glibc's resolver asks again after 1 s instead of 5 s (2 attempts, as by default), in this process
+#: and every process the tests start (they inherit it). The DNS server of the machines this suite
+#: runs on (a sandbox's resolver) leaves about one query in 50 unanswered, and torch.distributed
+#: looks up a name for every new TCPStore connection, on both sides (a reverse lookup of
+#: ::ffff:127.0.0.1, which /etc/hosts does not answer): about one connection in 25 (process groups,
+#: heartbeats, every rank of every run) stood still for 5 s. Nothing a test checks depends on it.
+os.environ.setdefault("RES_OPTIONS", "timeout:1 attempts:2")
 
 
 @pytest.fixture
