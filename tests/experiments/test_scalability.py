@@ -190,15 +190,17 @@ def test_no_process_claims_at_a_fixed_per_rank_batch():
 # ------------------------------------------------------------------------------------------ one real experiment
 @pytest.mark.slow
 def test_fixed_global_batch_experiment_tables_and_resume(tmp_path):
-    """2 variants x 2 seeds; an lr grid of 2 at 2 processes, reused at 4: 12 runs of 1 epoch."""
+    """2 variants, 1 seed; an lr grid of 2 at 2 processes, reused at 4: 6 runs of 1 epoch (the statistics over
+    seeds are tested on constructed inputs above and in test_stats.py; what this run tests is the design's
+    bookkeeping on real runs: the global batch, the grid, its reuse, the tables, the re-run)."""
     out = tmp_path / "scal"
     argv = ("scalability", "--global-batch", "32", "--world-sizes", "2", "4", "--variants", "allreduce", "crossover",
-            "--seeds", "0", "1", "--epochs", "1", "--warmup-epochs", "0", "--lr-grid", "1", "2", "--lr-grid-world", "2",
+            "--seeds", "0", "--epochs", "1", "--warmup-epochs", "0", "--lr-grid", "1", "2", "--lr-grid-world", "2",
             *DIGITS, "--out", str(out))
-    result = experiment(*argv, timeout=450)  # about 70 s on 2 idle cores
+    result = experiment(*argv, timeout=450)  # about 35 s on 2 idle cores
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((out / "scalability.json").read_text())
-    assert len(data["runs"]) == 12 and not data["failed"]
+    assert len(data["runs"]) == 6 and not data["failed"]
     summaries = [json.loads((out / "runs" / r["run_dir"].split("/runs/")[1] / "summary.json").read_text())
                  for r in data["runs"]]
     # the global batch, as the runs themselves state it, is the same at every world size
@@ -211,11 +213,11 @@ def test_fixed_global_batch_experiment_tables_and_resume(tmp_path):
         follower = [r for r in data["rows"] if r["variant"] == variant and r["world_size"] == 4]
         assert len(pick) == 1 and len(follower) == 1 and follower[0]["chosen"]
         assert follower[0]["lr"] == pick[0]["lr"] and follower[0]["lr_from"] == f"{variant}/n2-b16"
-        assert follower[0]["seeds"] == 2 and 0.3 < follower[0]["consensus_acc_mean"] <= 1
+        assert follower[0]["seeds"] == 1 and 0.3 < follower[0]["consensus_acc_mean"] <= 1
     claims = {c["claim"]: c for c in data["comparisons"]}
     assert set(claims) == {"AllReduce > Crossover at 4 processes",
                            "Crossover drops more than AllReduce from 2 to 4 processes"}
-    assert all(c["pairs"] == 2 and c["verdict"] in ("reproduces", "reverses", "cannot be told")
+    assert all(c["pairs"] == 1 and c["verdict"] == "cannot be told"  # one pair: no interval
                for c in claims.values())
     text = (out / "scalability.md").read_text()
     for words in ("## Accuracy vs processes at a fixed global batch of 32", "| variant | 2 (16/rank) | 4 (8/rank) |",
@@ -230,6 +232,6 @@ def test_fixed_global_batch_experiment_tables_and_resume(tmp_path):
 
     again = experiment(*argv, "--no-plots")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count(": reused in") == 12  # finished runs are not trained again
+    assert again.stderr.count(": reused in") == 6  # finished runs are not trained again
     changed = experiment(*argv[:-2], "--epochs", "2", "--out", str(out))
     assert changed.returncode == 2 and "holds a run made with other settings" in changed.stderr
