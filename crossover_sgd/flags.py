@@ -15,7 +15,7 @@ from crossover_sgd.config import DATASETS, DTYPES, LOG_LEVELS, LR_SCHEDULES, MOD
 from crossover_sgd.console import OneLineParser, add_flag as _add, str_bool
 from crossover_sgd.errors import ConfigError
 
-__all__ = ["add_train_flags", "config_from_args", "train_config", "log_level"]
+__all__ = ["add_train_flags", "config_from_args", "train_config", "given_train_flags", "log_level"]
 
 
 def log_level(text: str) -> str:
@@ -169,8 +169,27 @@ class _RaisingParser(OneLineParser):
         raise ConfigError(message)
 
 
-def train_config(argv: Sequence[str]) -> TrainConfig:
-    """The validated TrainConfig of ``crossover-sgd train ARGV`` (ConfigError for bad flags)."""
+def _train_parser() -> _RaisingParser:
     parser = _RaisingParser(prog="crossover-sgd train", add_help=False)
     add_train_flags(parser)
-    return config_from_args(parser.parse_args(list(argv))).validate()
+    return parser
+
+
+def train_config(argv: Sequence[str]) -> TrainConfig:
+    """The validated TrainConfig of ``crossover-sgd train ARGV`` (ConfigError for bad flags)."""
+    return config_from_args(_train_parser().parse_args(list(argv))).validate()
+
+
+_UNSET = object()
+
+
+def given_train_flags(argv: Sequence[str]) -> Dict[str, str]:
+    """The settings ``crossover-sgd train ARGV`` gives explicitly: their names (``batch_size``) ->
+    the flag that sets each (``--batch-size``), whatever alias, abbreviation or ``--flag=value``
+    form ARGV used (argparse parses it). ConfigError for bad flags."""
+    parser = _train_parser()
+    flags = {action.dest: action.option_strings[0]  # the name it is declared with
+             for action in parser._actions if action.option_strings}
+    parser.set_defaults(**{dest: _UNSET for dest in flags})
+    given = vars(parser.parse_args(list(argv)))
+    return {dest: flags[dest] for dest, value in given.items() if value is not _UNSET}

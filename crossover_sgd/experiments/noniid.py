@@ -433,7 +433,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--momentum must be in [0, 1), --weight-decay and --warmup-epochs >= 0")
     if not args.run_timeout > 0 or args.retries < 0:
         raise ConfigError("--run-timeout must be > 0, --retries >= 0")
-    check_train_args(args.train_args)
+    bare = _settings_from(argparse.Namespace(**{**vars(args), "train_args": ""}))
+    owned = [flag for method in (SINGLE, *METHODS) for flag in bare.train_flags(RunSpec(method, lr=0.1, seed=0))]
+    check_train_args(args.train_args, owned=owned)  # flags every run gets from the experiment are refused
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:

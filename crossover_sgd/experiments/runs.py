@@ -17,11 +17,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from crossover_sgd.atomic import atomic_write_json
 from crossover_sgd.errors import ConfigError
-from crossover_sgd.flags import train_config
+from crossover_sgd.flags import given_train_flags, train_config
 
 __all__ = ["RECORD_FILE", "RunSettings", "ensure_run", "run_command", "tail", "check_train_args"]
 
@@ -121,9 +121,12 @@ def ensure_run(run_dir: Path, flags: List[str], record: Mapping[str, Any], timeo
     return ("resumed" if resuming else "trained"), code
 
 
-def check_train_args(text: str, *head: str) -> None:
+def check_train_args(text: str, *head: str, owned: Sequence[str] = ()) -> None:
     """``--train-args`` are flags of ``crossover-sgd train``: refuse bad ones before any run starts.
-    ``head``: the experiment's own ``train`` flags (e.g. ``--dataset X``), checked first, then with them."""
+    ``head``: the experiment's own ``train`` flags (e.g. ``--dataset X``), checked first, then with them.
+    ``owned``: flags the experiment gives each run itself (any values; ``--out`` and ``--resume``
+    always): set again in ``--train-args`` they would silently replace the experiment's design
+    (the last flag wins), so they are refused."""
     try:
         argv = shlex.split(text)
     except ValueError as exc:
@@ -132,5 +135,12 @@ def check_train_args(text: str, *head: str) -> None:
         train_config(list(head))  # its errors name the experiment's flag (the same as train's)
     try:
         train_config([*head, *argv])
+        given = given_train_flags(argv)
     except ConfigError as exc:
         raise ConfigError(f"--train-args {text!r}: {exc}") from None
+    taken = sorted(set(given) & set(given_train_flags([*head, *owned, "--out", "-", "--resume"])))
+    if taken:
+        names = " ".join(given[dest] for dest in taken)
+        raise ConfigError(f"--train-args {text!r}: {names} is set by the experiment itself for every run (it would "
+                          f"replace the experiment's design); remove it from --train-args and use the experiment's "
+                          f"own flags")

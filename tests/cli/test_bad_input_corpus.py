@@ -357,6 +357,8 @@ CASES: List[Case] = [
     experiment("scalability", "--lr-rule", "cubic", words=("--lr-rule", "cubic", "linear")),
     experiment("scalability", "--train-args", "--bogus 1", words=("--train-args", "--bogus")),
     experiment("scalability", "--train-args", "--batch-size 0", words=("--train-args", "--batch-size 0")),
+    experiment("scalability", "--train-args", "--batch_size 32", words=("--train-args", "--batch-size",
+                                                                        "set by the experiment", "remove it")),
     experiment("scalability", "--global-batch", "100", "--world-sizes", "4", "8",
                words=("--global-batch 100", "not divisible by 8", "multiple of 8")),
     experiment("scalability", "--global-batch", "64", "--batch-size", "16", words=("--batch-size", "--global-batch",

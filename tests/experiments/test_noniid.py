@@ -119,9 +119,11 @@ def test_bad_input_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "crossover-sgd: error: --nodes 1 is invalid: a peer-to-peer run needs 2 or more nodes"]
-    for argv in (["--methods", "dsgd,sgp"], ["--lr", "dsgd=-1"]):
-        with pytest.raises(ConfigError):
+    for argv, words in ((["--methods", "dsgd,sgp"], "--methods"), (["--lr", "dsgd=-1"], "dsgd=-1"),
+                        (["--train-args=--graph=torus"], "--graph is set by the experiment itself")):
+        with pytest.raises(ConfigError, match=words):
             run_experiment(build_parser().parse_args(["noniid", *argv, "--out", str(tmp_path / "m")]))
+    assert not (tmp_path / "m").exists()
 
 
 # ------------------------------------------------------------------------------------------ real runs

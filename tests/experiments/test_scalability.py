@@ -116,6 +116,19 @@ def test_flags_override_a_preset_and_exclusive_flags_are_refused():
         checked("--lr-grid", "1", "2", "--lr-grid-world", "4", "--world-sizes", "4", "8")
 
 
+def test_train_args_may_add_flags_but_not_replace_the_experiments():
+    """--train-args come after the experiment's own flags (the last one wins): any flag a run gets
+    from the experiment (batch, lr, processes, seed, the variant's own flags, --out) is refused,
+    whatever its spelling; the others are passed on."""
+    _, _, settings = checked("--study", "--train-args", "--mnist1d-samples 2000 --momentum=0.8")
+    assert settings.train_args == ["--mnist1d-samples", "2000", "--momentum=0.8"]
+    for text, named in (("--batch-size 32", "--batch-size"), ("--lr=0.3", "--lr"), ("--gpu_per_node 4", "--gpu-per-node"),
+                        ("--seed 3 --epochs 2", "--epochs --seed"), ("--resume", "--resume"),
+                        ("--segmented False", "--segmented")):
+        with pytest.raises(ConfigError, match=f"--train-args '{text}': {named} is set by the experiment itself"):
+            checked("--variants", "allreduce", "hierarchical", "crossover-no-seg", f"--train-args={text}")
+
+
 # ------------------------------------------------------------------------------------------ lr choice
 def _row(variant, n, b, lr, scale, accs, lr_from=None):
     mean = sum(accs.values()) / len(accs)

@@ -213,7 +213,6 @@ def check(args: argparse.Namespace) -> Tuple[Design, Settings]:
     _check_values(args)
     _check_sweeps(args, preset)
     head = ["--dataset", args.dataset] + (["--model", args.model] if args.model else [])
-    check_train_args(args.train_args, *head)
     sweep = args.global_batches or [args.batch_world * b for b in args.batch_sizes]
     design = Design(world_sizes=tuple(args.world_sizes), batch_size=args.batch_size, global_batch=args.global_batch,
                     batch_world=args.batch_world if sweep else None, batch_sweep=tuple(sorted(set(sweep))),
@@ -222,7 +221,11 @@ def check(args: argparse.Namespace) -> Tuple[Design, Settings]:
                     lr_grid=tuple(args.lr_grid), lr_grid_world=args.lr_grid_world)
     settings = Settings(epochs=args.epochs, lr_rule=args.lr_rule, base_lr=args.base_lr, base_batch=args.base_batch,
                         warmup_epochs=args.warmup_epochs, lr_schedule=args.lr_schedule, dataset=args.dataset,
-                        model=args.model, train_args=shlex.split(args.train_args), timeout_s=args.run_timeout)
+                        model=args.model, train_args=[], timeout_s=args.run_timeout)
+    owned = [flag for v in select_variants(args.variants, args.gpu_per_node)  # what every run's flags set
+             for flag in settings.train_flags(RunSpec(v, world_size=2, batch_size=1, seed=0, lr=0.1))]
+    check_train_args(args.train_args, *head, owned=owned)
+    settings.train_args = shlex.split(args.train_args)
     return design, settings
 
 
