@@ -198,8 +198,8 @@ def _distance_figure(plt: Any, save_figure: Callable[..., Path], records: List[D
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("(1/n) sum_i ||x_i - mean||^2 (squared parameter units)", fontsize=8)
-    ax.set_title(f"Consensus distance per epoch, {largest} processes, chosen lr (mean over seeds, band: min-max; "
-                 "AllReduce: 0, not drawn)", fontsize=9)
+    ax.set_title(f"Consensus distance per epoch, {largest} processes, chosen lr\n"
+                 "(mean over seeds, band: min-max; AllReduce: 0, not drawn)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7)
