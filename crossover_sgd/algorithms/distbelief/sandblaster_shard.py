@@ -33,6 +33,8 @@ OPCODES = {"copy": 1, "scaled": 2, "sub": 3, "axpy": 4, "dot": 5, "max_abs": 6, 
            "eval_begin": 9, "eval_end": 10}
 _CODE = {v: k for k, v in OPCODES.items()}
 AT_X = -1  # EVAL_BEGIN's direction register for an evaluation at x itself
+#: The kinds of letter the serving loop takes (from the coordinator and the replicas).
+_SERVED = (OP, STOP, FETCH, PORTION, DONE)
 
 
 class SandblasterShard(ShardServer):
@@ -79,7 +81,12 @@ class SandblasterShard(ShardServer):
                 done.add(letter.peer)
 
     def _current(self, letter: Letter) -> bool:
-        """Letters of an evaluation that has not begun here yet wait."""
+        """The letters the serving loop handles, except those of an evaluation that has not begun
+        here yet. Any other letter waits for its own reader: shard 1's model slice for the final
+        evaluation can arrive while shard 0 still waits for a replica's DONE, and taken here it
+        would be lost and shard 0's final evaluation would wait for it forever."""
+        if letter.kind not in _SERVED:
+            return False
         return not (letter.kind in (FETCH, PORTION) and letter.header[1] > self.evaluation)
 
     def _operate(self, letter: Letter) -> None:
