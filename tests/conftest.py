@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Callable, Sequence, Tuple
 
 import pytest
 
@@ -72,3 +74,42 @@ def default_job(tmp_path_factory):
     assert script is not None, "the console script is not installed: pip install -e ."
     cwd = tmp_path_factory.mktemp("default-job")
     return run([script, "train", "--nproc", "4"], cwd=cwd, timeout=120, env=child_env()), cwd
+
+
+@pytest.fixture
+def call(monkeypatch, capsys, tmp_path) -> Callable[..., Tuple[int, str]]:
+    """``call(entry, argv)``: an entry point (``"cli"``: ``crossover-sgd``, else ``imagenet_test.py``)
+    called in this process as if it were the command line: no launcher variables, a scratch
+    working directory (left empty); returns (exit code, stderr). For input refused before any
+    rank starts: no interpreter to start, the same ``main(argv)`` the console scripts call."""
+    from support import child_env
+
+    clean = child_env()
+    for key in list(os.environ):
+        if key not in clean:
+            monkeypatch.delenv(key)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+
+    def invoke(entry: str, argv: Sequence[str]) -> Tuple[int, str]:
+        from crossover_sgd import cli as cli_module
+        from crossover_sgd import legacy
+        from support import ROOT
+
+        capsys.readouterr()
+        try:
+            if entry == "cli":
+                code = cli_module.main(list(argv))
+            else:
+                code = legacy.main(list(argv), script=str(ROOT / "imagenet_test.py"))
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+        return code, capsys.readouterr().err
+
+    yield invoke
+    root.handlers[:] = handlers  # the worker installs its own rank-tagged handler
+    root.setLevel(level)
+    assert list(workdir.iterdir()) == [], "something was written to the working directory"

@@ -7,12 +7,10 @@ through a real subprocess for the exit-code path, the local launcher and the wor
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 import torch
@@ -52,40 +50,6 @@ def snapshot(root: Path) -> Dict[str, Tuple[int, int, bytes]]:
         data = path.read_bytes() if path.is_file() else b""
         state[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size, data)
     return state
-
-
-@pytest.fixture
-def call(monkeypatch, capsys, tmp_path) -> Callable[..., Tuple[int, str]]:
-    """Call an entry point in this process as if it were the command line: no launcher
-    variables, a scratch working directory; returns (exit code, stderr)."""
-    clean = child_env()
-    for key in list(os.environ):
-        if key not in clean:
-            monkeypatch.delenv(key)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-
-    def invoke(entry: str, argv: Sequence[str]) -> Tuple[int, str]:
-        from crossover_sgd import cli as cli_module
-        from crossover_sgd import legacy
-
-        capsys.readouterr()
-        try:
-            if entry == "cli":
-                code = cli_module.main(list(argv))
-            else:
-                code = legacy.main(list(argv), script=LEGACY)
-        except SystemExit as exc:  # argparse's own refusals
-            code = exc.code
-        return code, capsys.readouterr().err
-
-    yield invoke
-    root.handlers[:] = handlers  # the worker installs its own rank-tagged handler
-    root.setLevel(level)
-    assert list(workdir.iterdir()) == [], "something was written to the working directory"
 
 
 @pytest.fixture
