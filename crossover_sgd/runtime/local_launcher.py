@@ -5,7 +5,8 @@ Every child gets the torchrun-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL
 When one child fails, the others are stopped and the launcher exits with that child's code.
 SIGINT/SIGTERM/SIGUSR1 received by the launcher are forwarded to every child; at the second
 SIGINT/SIGTERM the children still running are killed (SIGKILL): a rank stuck in a collective
-cannot honour the first.
+cannot honour the first. A launcher that is killed itself (SIGKILL, the OOM killer) takes its
+ranks with it (Linux's parent-death signal): none is left waiting for its peers.
 
 With ``emulate_nodes=M`` and ``link_rate=R`` the ranks run on an emulated cluster
 (:mod:`crossover_sgd.runtime.emulation`): rank r inside node r // (N/M)'s network namespace, with
@@ -31,6 +32,7 @@ ranks: 0 when every one of them finished.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -170,7 +172,7 @@ def _launch(nproc: int, command: Sequence[str], grace_s: float, tolerate_lost: b
                     enter = cluster.nodes[rank // (nproc // len(cluster.nodes))].enter()
                 try:
                     children.append(subprocess.Popen(list(command), env=env, pass_fds=(write_end,),
-                                                     preexec_fn=enter))
+                                                     preexec_fn=_child_setup(enter)))
                 finally:
                     os.close(write_end)  # the child holds its own copy
                 forwarding.started(children[-1])
@@ -179,6 +181,38 @@ def _launch(nproc: int, command: Sequence[str], grace_s: float, tolerate_lost: b
         _stop(children, grace_s)
         for fd in readers:
             os.close(fd)
+
+
+def _child_setup(enter: Optional[Callable[[], None]]) -> Callable[[], None]:
+    """What a rank's process does between fork and exec: end with the launcher (Linux's parent-death
+    signal: a launcher killed with SIGKILL, or by the OOM killer, cannot stop its ranks itself, and
+    a rank waiting on its peers would otherwise stay forever), then ``enter`` its emulated node."""
+    launcher = os.getpid()
+    prctl = _libc_prctl()  # resolved here, in the parent: a forked child must not dlopen
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != launcher:  # the launcher died before the signal was set
+                os._exit(128 + signal.SIGKILL)
+        if enter is not None:
+            enter()
+
+    return setup
+
+
+#: prctl(2)'s option: the signal this process gets when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc_prctl() -> Optional[Callable[..., int]]:
+    """libc's ``prctl`` (None off Linux, where a rank outlives a killed launcher)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _drain(readers: Sequence[int], received: Dict[int, bytes]) -> None:

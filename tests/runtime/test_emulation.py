@@ -31,7 +31,7 @@ from crossover_sgd.errors import ConfigError
 from crossover_sgd.runtime import emulation
 from crossover_sgd.runtime.emulation import (EmulatedCluster, check_available, list_namespaces, node_namespace,
                                               parse_rate, plan_emulation, set_link, switch_namespace, sweep_stale)
-from support import child_env, csv_rows, kill_marked, marked_processes, read_metrics, unavailable
+from support import child_env, csv_rows, kill_marked, marked_processes, read_metrics, unavailable, wait_until
 
 RUN_TIMEOUT = 180  # seconds: any launch here; they take 5-40 s
 TIMING_COLUMNS = {"comm_seconds", "wall_time_s"}
@@ -278,8 +278,9 @@ def test_signal_to_the_launcher_removes_the_cluster(tmp_path, signum, stubborn):
 
 @pytest.mark.usefixtures("can_emulate")
 def test_leftovers_of_a_killed_launcher_are_swept_by_the_next_cluster():
-    """SIGKILL leaves the launcher no chance: its namespaces stay (its ranks even run on) until the
-    next cluster starts, which removes those of launchers no longer alive."""
+    """SIGKILL leaves the launcher no chance: its namespaces stay until the next cluster starts,
+    which removes those of launchers no longer alive (its ranks end with it: the parent-death
+    signal)."""
     marker, before = uuid.uuid4().hex, host_network()
     launcher = _start_sleeping_ranks(marker)
     try:
@@ -289,9 +290,10 @@ def test_leftovers_of_a_killed_launcher_are_swept_by_the_next_cluster():
         with EmulatedCluster(1, parse_rate("1gbit")):
             assert leftovers(launcher.pid) == []
         assert sweep_stale() == []
+        wait_until(lambda: not marked_processes(marker), lambda: True, "the end of the orphaned ranks", wait_s=30)
     finally:
         left = kill_marked(marker)
-    assert len(left) == 2  # the orphaned ranks, still running in their (now nameless) namespaces
+    assert left == {}
     assert host_network() == before
 
 

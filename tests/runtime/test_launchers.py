@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import MarkedLauncher, child_env, cli, installed_program, kill_marked, read_metrics, run, unavailable
+from support import (MarkedLauncher, child_env, cli, installed_program, kill_marked, read_metrics, run, unavailable,
+                     wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -234,3 +235,26 @@ def test_local_launcher_prints_the_lowest_ranks_line_even_if_it_stops_that_rank(
     code = launch_local(2, [sys.executable, "-c", _REPORTING_RANK, str(tmp_path / "written")], grace_s=5)
     assert code == 2
     assert capfd.readouterr().err.splitlines() == ["crossover-sgd: error: rank 0's own line"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("needs_proc")
+def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
+    """The launcher itself is killed (SIGKILL: it cannot stop its ranks) in the middle of a long
+    run: its ranks end too (the parent-death signal), within seconds, instead of training on or
+    waiting for their peers forever."""
+    with MarkedLauncher(["train", "--nproc", "2", "--epochs", "200", "--workers", "0", "--out", str(tmp_path / "run")],
+                        env=cpu_env()) as job:
+        ranks = [job.rank_pid(0), job.rank_pid(1)]
+        job.process.kill()
+        job.process.wait(timeout=30)
+        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in ranks),
+                   lambda: True, "the end of the killed launcher's ranks", wait_s=30)
+    assert job.left == {}
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
