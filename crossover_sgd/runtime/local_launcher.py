@@ -33,6 +33,7 @@ ranks: 0 when every one of them finished.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -205,6 +206,7 @@ def _child_setup(enter: Optional[Callable[[], None]]) -> Callable[[], None]:
 _PR_SET_PDEATHSIG = 1
 
 
+@functools.lru_cache(maxsize=None)
 def _libc_prctl() -> Optional[Callable[..., int]]:
     """libc's ``prctl`` (None off Linux, where a rank outlives a killed launcher)."""
     if not sys.platform.startswith("linux"):

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from support import (MarkedLauncher, child_env, cli, installed_program, kill_marked, read_metrics, run, unavailable,
-                     wait_until)
+from support import (MarkedLauncher, child_env, cli, installed_program, kill_marked, marked_processes, read_metrics,
+                     run, unavailable, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -237,7 +237,6 @@ def test_local_launcher_prints_the_lowest_ranks_line_even_if_it_stops_that_rank(
     assert capfd.readouterr().err.splitlines() == ["crossover-sgd: error: rank 0's own line"]
 
 
-@pytest.mark.slow
 @pytest.mark.usefixtures("needs_proc")
 def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
     """The launcher itself is killed (SIGKILL: it cannot stop its ranks) in the middle of a long
@@ -245,16 +244,9 @@ def test_a_killed_launcher_takes_its_ranks_with_it(tmp_path):
     waiting for their peers forever."""
     with MarkedLauncher(["train", "--nproc", "2", "--epochs", "200", "--workers", "0", "--out", str(tmp_path / "run")],
                         env=cpu_env()) as job:
-        ranks = [job.rank_pid(0), job.rank_pid(1)]
+        job.rank_pid(0), job.rank_pid(1)  # both ranks started
         job.process.kill()
         job.process.wait(timeout=30)
-        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in ranks),
-                   lambda: True, "the end of the killed launcher's ranks", wait_s=30)
+        wait_until(lambda: not marked_processes(job.marker), lambda: True, "the end of the killed launcher's ranks",
+                   wait_s=30)
     assert job.left == {}
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
